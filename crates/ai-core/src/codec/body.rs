@@ -1,0 +1,131 @@
+use crate::body::EventStream;
+use crate::sse;
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use std::convert::Infallible;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Frames are flushed at this size even when more events are ready.
+const MAX_BATCH: usize = 16 * 1024;
+
+/// The HTTP body the edge codec writes: a whole JSON document, or server-sent events
+/// encoded one frame per batch of ready events (an event is never held back waiting for
+/// the next one).
+pub struct CodecBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Events {
+        stream: EventStream,
+        buf: BytesMut,
+        done: bool,
+    },
+}
+
+impl fmt::Debug for CodecBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Full(b) => f
+                .debug_struct("CodecBody::Full")
+                .field("len", &b.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Kind::Events { done, .. } => f
+                .debug_struct("CodecBody::Events")
+                .field("done", done)
+                .finish(),
+        }
+    }
+}
+
+impl Default for CodecBody {
+    fn default() -> Self {
+        CodecBody::full(Bytes::new())
+    }
+}
+
+impl CodecBody {
+    /// A body of these bytes.
+    pub fn full(bytes: Bytes) -> Self {
+        CodecBody {
+            kind: Kind::Full(if bytes.is_empty() { None } else { Some(bytes) }),
+        }
+    }
+
+    /// A body that encodes `stream` as server-sent events.
+    pub fn events(stream: EventStream) -> Self {
+        CodecBody {
+            kind: Kind::Events {
+                stream,
+                buf: BytesMut::with_capacity(1024),
+                done: false,
+            },
+        }
+    }
+}
+
+impl Body for CodecBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut self.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Events { stream, buf, done } => {
+                if *done {
+                    return Poll::Ready(None);
+                }
+                loop {
+                    match stream.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(Ok(ev))) => {
+                            sse::encode_event(&ev, buf);
+                            if buf.len() >= MAX_BATCH {
+                                break;
+                            }
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            tracing::debug!(error = %e, "stream ended with an error event");
+                            sse::encode_error(&e, buf);
+                            *done = true;
+                            break;
+                        }
+                        Poll::Ready(None) => {
+                            *done = true;
+                            break;
+                        }
+                        Poll::Pending => {
+                            if buf.is_empty() {
+                                return Poll::Pending;
+                            }
+                            break;
+                        }
+                    }
+                }
+                if buf.is_empty() {
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Events { done, buf, .. } => *done && buf.is_empty(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Events { .. } => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The edge codec: HTTP bytes in, typed [`MessagesRequest`] to the inner service, typed
+//! [`AiBody`] back to bytes, and every [`AiError`] rendered as Anthropic's JSON error with
+//! its status and `retry-after`.
+//!
+//! | path | method | endpoint |
+//! |---|---|---|
+//! | `/v1/messages` | POST | [`Endpoint::Messages`] |
+//! | `/v1/messages/count_tokens` | POST | [`Endpoint::CountTokens`] |
+//! | `/v1/models` | GET | [`Endpoint::ListModels`] (query string kept on the URI) |
+//! | `/v1/models/{id}` | GET | [`Endpoint::GetModel`] |
+//!
+//! Input errors, each a typed 4xx with Anthropic's error body: unknown path (404), wrong
+//! method (405), body not `application/json` (415), body over the limit (413, checked on
+//! `content-length` before reading and while reading), body sent too slowly (408),
+//! invalid UTF-8 or JSON or a missing required field (400). Error messages never quote
+//! request content.
+//!
+//! Headers stay on the request: `anthropic-version` and `anthropic-beta` reach the
+//! provider as the caller sent them. The codec inserts [`Endpoint`], [`RequestId`] (from
+//! `x-request-id` when present) and [`Timings`] unless an outer layer already did.
+
+mod body;
+
+pub use body::CodecBody;
+
+use crate::body::AiBody;
+use crate::error::{AiError, ErrorKind};
+use crate::ext::{Endpoint, RequestId, Timings};
+use crate::wire::MessagesRequest;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::{Layer, Service};
+
+/// Boxed error of a request body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Default request body limit: 32 MiB, Anthropic's own limit for the Messages API.
+pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Default time allowed to receive the whole request body: 60 seconds.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Config {
+    body_limit: usize,
+    body_timeout: Duration,
+}
+
+/// Builds [`MessagesCodec`]. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct MessagesCodecLayer {
+    config: Arc<Config>,
+}
+
+impl Default for MessagesCodecLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MessagesCodecLayer {
+    /// A codec with the default body limit ([`DEFAULT_BODY_LIMIT`]) and body timeout
+    /// ([`DEFAULT_BODY_TIMEOUT`]).
+    pub fn new() -> Self {
+        MessagesCodecLayer {
+            config: Arc::new(Config {
+                body_limit: DEFAULT_BODY_LIMIT,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
+            }),
+        }
+    }
+
+    /// Largest accepted request body in bytes; larger gets 413. Default 32 MiB.
+    pub fn body_limit(self, bytes: usize) -> Self {
+        MessagesCodecLayer {
+            config: Arc::new(Config {
+                body_limit: bytes,
+                body_timeout: self.config.body_timeout,
+            }),
+        }
+    }
+
+    /// Time allowed to receive the whole body; slower gets 408. Default 60 seconds.
+    pub fn body_timeout(self, timeout: Duration) -> Self {
+        MessagesCodecLayer {
+            config: Arc::new(Config {
+                body_limit: self.config.body_limit,
+                body_timeout: timeout,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for MessagesCodecLayer {
+    type Service = MessagesCodec<S>;
+
+    fn layer(&self, inner: S) -> MessagesCodec<S> {
+        MessagesCodec {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The edge codec service. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct MessagesCodec<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> MessagesCodec<S> {
+    /// Wraps `inner` with default settings.
+    pub fn new(inner: S) -> Self {
+        MessagesCodecLayer::new().layer(inner)
+    }
+
+    /// A layer with default settings.
+    pub fn layer() -> MessagesCodecLayer {
+        MessagesCodecLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The codec's response future.
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<CodecBody>, Infallible>> + Send>>,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture { .. }")
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<CodecBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<S, B> Service<Request<B>> for MessagesCodec<S>
+where
+    S: Service<Request<MessagesRequest>, Response = Response<AiBody>> + Clone + Send + 'static,
+    S::Error: Into<AiError> + Send,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<CodecBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness of the inner service is awaited in `call` (after the body is read),
+        // so a slow body never holds a slot of the inner service.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        ResponseFuture {
+            inner: Box::pin(handle(inner, config, req)),
+        }
+    }
+}
+
+async fn handle<S, B>(
+    mut inner: S,
+    config: Arc<Config>,
+    req: Request<B>,
+) -> Result<Response<CodecBody>, Infallible>
+where
+    S: Service<Request<MessagesRequest>, Response = Response<AiBody>>,
+    S::Error: Into<AiError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .cloned()
+        .or_else(|| {
+            req.headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 128)
+                .map(RequestId::new)
+        })
+        .unwrap_or_else(RequestId::generate);
+
+    let typed = match decode(&config, req, &request_id).await {
+        Ok(r) => r,
+        Err(e) => return Ok(error_response(e, &request_id)),
+    };
+    let result = match tower::ServiceExt::ready(&mut inner).await {
+        Ok(svc) => svc.call(typed).await.map_err(Into::into),
+        Err(e) => Err(e.into()),
+    };
+    Ok(match result {
+        Ok(resp) => encode(resp, &request_id),
+        Err(e) => error_response(e, &request_id),
+    })
+}
+
+fn route(method: &Method, path: &str) -> Result<Endpoint, AiError> {
+    let (endpoint, allowed) = match path {
+        "/v1/messages" => (Endpoint::Messages, Method::POST),
+        "/v1/messages/count_tokens" => (Endpoint::CountTokens, Method::POST),
+        "/v1/models" => (Endpoint::ListModels, Method::GET),
+        p => match p.strip_prefix("/v1/models/") {
+            Some(id) if !id.is_empty() && !id.contains('/') => {
+                (Endpoint::GetModel(Arc::from(id)), Method::GET)
+            }
+            _ => {
+                return Err(AiError::new(ErrorKind::NotFound, "no such endpoint"));
+            }
+        },
+    };
+    if *method != allowed {
+        return Err(AiError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("method not allowed; use {allowed}"),
+        )
+        .with_header(
+            header::ALLOW,
+            HeaderValue::from_static(if allowed == Method::GET {
+                "GET"
+            } else {
+                "POST"
+            }),
+        ));
+    }
+    Ok(endpoint)
+}
+
+fn is_json(req_headers: &http::HeaderMap) -> bool {
+    req_headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn decode<B>(
+    config: &Config,
+    req: Request<B>,
+    request_id: &RequestId,
+) -> Result<Request<MessagesRequest>, AiError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let endpoint = route(req.method(), req.uri().path())?;
+    let (mut parts, body) = req.into_parts();
+    let typed = if parts.method == Method::GET {
+        MessagesRequest::default()
+    } else {
+        if !is_json(&parts.headers) {
+            return Err(AiError::new(
+                ErrorKind::UnsupportedMediaType,
+                "content-type must be application/json",
+            ));
+        }
+        if let Some(len) = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > config.body_limit as u64 {
+                return Err(too_large(config.body_limit));
+            }
+        }
+        let bytes = read_body(body, config).await?;
+        let typed = parse_json(&bytes)?;
+        if endpoint == Endpoint::Messages && typed.max_tokens.is_none() {
+            return Err(AiError::invalid_request("max_tokens: field required"));
+        }
+        typed
+    };
+    if parts.extensions.get::<RequestId>().is_none() {
+        parts.extensions.insert(request_id.clone());
+    }
+    if parts.extensions.get::<Timings>().is_none() {
+        parts.extensions.insert(Timings::start_now());
+    }
+    parts.extensions.insert(endpoint);
+    Ok(Request::from_parts(parts, typed))
+}
+
+fn too_large(limit: usize) -> AiError {
+    AiError::new(
+        ErrorKind::RequestTooLarge,
+        format!("request body exceeds the limit of {limit} bytes"),
+    )
+}
+
+async fn read_body<B>(body: B, config: &Config) -> Result<Bytes, AiError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let limited = http_body_util::Limited::new(body, config.body_limit);
+    match tokio::time::timeout(config.body_timeout, limited.collect()).await {
+        Err(_) => Err(AiError::new(
+            ErrorKind::RequestTimeout,
+            format!(
+                "request body not received within {} ms",
+                config.body_timeout.as_millis()
+            ),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Err(too_large(config.body_limit))
+            } else {
+                tracing::debug!(error = %e, "failed to read request body");
+                Err(AiError::invalid_request("failed to read the request body"))
+            }
+        }
+    }
+}
+
+/// Parses a request body, with errors that describe the problem without quoting content.
+pub fn parse_json(bytes: &[u8]) -> Result<MessagesRequest, AiError> {
+    if bytes.is_empty() {
+        return Err(AiError::invalid_request("request body is empty"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        AiError::invalid_request(format!(
+            "request body is not valid utf-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    serde_json::from_str(text).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "request body is not valid json"
+            }
+            _ => "request body is invalid",
+        };
+        AiError::invalid_request(format!(
+            "{what}: {} at line {} column {}",
+            redact_quotes(&e.to_string()),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// serde_json messages quote input values (`invalid type: string "…"`); cut the quoted
+/// parts and the trailing position so no request content reaches logs or clients.
+fn redact_quotes(msg: &str) -> String {
+    let msg = msg.split(" at line ").next().unwrap_or(msg);
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quote = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if !in_quote {
+                out.push_str("\"…\"");
+            }
+            in_quote = !in_quote;
+        } else if !in_quote {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn encode(resp: Response<AiBody>, request_id: &RequestId) -> Response<CodecBody> {
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    if !parts.headers.contains_key("request-id") {
+        if let Ok(v) = HeaderValue::from_str(request_id.as_str()) {
+            parts.headers.insert("request-id", v);
+        }
+    }
+    let body = match body {
+        AiBody::Message(m) => json_body(&mut parts.headers, serde_json::to_vec(&*m)),
+        AiBody::Json(v) => json_body(&mut parts.headers, serde_json::to_vec(&v)),
+        AiBody::Events(stream) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            );
+            parts
+                .headers
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            CodecBody::events(stream)
+        }
+    };
+    Response::from_parts(parts, body)
+}
+
+fn json_body(
+    headers: &mut http::HeaderMap,
+    bytes: Result<Vec<u8>, serde_json::Error>,
+) -> CodecBody {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Our own types always serialize; an empty body would be the visible symptom.
+    CodecBody::full(Bytes::from(bytes.unwrap_or_default()))
+}
+
+/// Renders an error as Anthropic does: status, `{"type":"error",...}` body, `retry-after`
+/// (whole seconds, rounded up), `request-id`, and the error's own headers.
+pub fn error_response(e: AiError, request_id: &RequestId) -> Response<CodecBody> {
+    let e = if e.request_id().is_none() {
+        e.with_request_id(request_id.as_str().to_owned())
+    } else {
+        e
+    };
+    tracing::debug!(status = e.status().as_u16(), error = %e, "error response");
+    let mut resp = Response::new(CodecBody::full(e.to_json()));
+    *resp.status_mut() = e.status();
+    let headers = resp.headers_mut();
+    for (k, v) in e.headers() {
+        headers.append(k, v.clone());
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(after) = e.retry_after() {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    if let Some(Ok(v)) = e.request_id().map(HeaderValue::from_str) {
+        headers.insert("request-id", v);
+    }
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !resp.headers().contains_key(header::ALLOW)
+    {
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    resp
+}

@@ -1,0 +1,26 @@
+//! Canonical wire types: the Anthropic Messages API.
+//!
+//! Every object keeps the fields this version does not model in an `extra` map and writes
+//! them back, and every tagged union has an `Other(Value)` variant for tags it does not
+//! know, so a field or block type the API adds tomorrow passes through the gateway as sent.
+
+#[macro_use]
+mod macros;
+mod content;
+pub(crate) mod de;
+mod event;
+mod request;
+mod response;
+
+pub use content::{
+    Content, ContentBlock, DocumentBlock, ImageBlock, RedactedThinkingBlock, TextBlock,
+    ThinkingBlock, ToolResultBlock, ToolUseBlock,
+};
+pub use event::{
+    CitationsDelta, ContentBlockDeltaEvent, ContentBlockStartEvent, ContentBlockStopEvent, Delta,
+    ErrorDetail, ErrorEvent, InputJsonDelta, MessageDeltaBody, MessageDeltaEvent,
+    MessageStartEvent, MessageStopEvent, PingEvent, SignatureDelta, StreamEvent, TextDelta,
+    ThinkingDelta,
+};
+pub use request::{Message, MessagesRequest, Role, Tool};
+pub use response::{MessagesResponse, Usage};

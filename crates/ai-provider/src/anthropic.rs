@@ -1,0 +1,538 @@
+//! [`AnthropicProvider`]: the canonical request to `api.anthropic.com` (or any base URL)
+//! over one pooled hyper-util client.
+
+use ai_core::sse::BodyEvents;
+use ai_core::{
+    AiBody, AiError, Endpoint, ErrorKind, MessagesRequest, MessagesResponse, Served, Timings,
+};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::Service;
+
+/// Default `anthropic-version`, sent when the caller sent none.
+pub const DEFAULT_VERSION: &str = "2023-06-01";
+/// Default base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+
+/// A provider could not be built from its settings.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Settings of an [`AnthropicProvider`]; every setter documents its default.
+#[must_use]
+pub struct AnthropicBuilder {
+    base_url: String,
+    api_key: Option<String>,
+    version: String,
+    connect_timeout: Duration,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
+    pool_idle_timeout: Duration,
+    max_body: usize,
+}
+
+impl fmt::Debug for AnthropicBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnthropicBuilder")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("version", &self.version)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnthropicBuilder {
+    /// Base URL, with or without a path prefix. Default `https://api.anthropic.com`.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// The vendor key sent as `x-api-key`. Required.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// `anthropic-version` sent when the caller sent none. Default `2023-06-01`.
+    pub fn default_version(mut self, v: impl Into<String>) -> Self {
+        self.version = v.into();
+        self
+    }
+
+    /// Time to establish the TCP (+TLS) connection. Default 10 seconds.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Time from sending the request to the response headers. A non-streaming request
+    /// only gets headers once the whole answer is generated, so this is long by default:
+    /// 600 seconds (the SDKs' own default).
+    pub fn first_byte_timeout(mut self, d: Duration) -> Self {
+        self.first_byte_timeout = d;
+        self
+    }
+
+    /// Longest silence allowed between chunks of a response body (the API sends `ping`
+    /// events to keep a stream alive). Default 120 seconds.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// How long an idle pooled connection is kept. Default 90 seconds.
+    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
+        self.pool_idle_timeout = d;
+        self
+    }
+
+    /// Largest non-streaming response body read from the upstream. Default 64 MiB.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Builds the provider and its connection pool (TLS with the webpki roots, HTTP/2 when
+    /// the server offers it by ALPN, TCP_NODELAY on).
+    pub fn build(self) -> Result<AnthropicProvider, ConfigError> {
+        let key = self
+            .api_key
+            .ok_or_else(|| ConfigError("an api key is required".into()))?;
+        let mut api_key = HeaderValue::from_str(&key)
+            .map_err(|_| ConfigError("the api key is not a valid header value".into()))?;
+        api_key.set_sensitive(true);
+        let version = HeaderValue::from_str(&self.version)
+            .map_err(|_| ConfigError("the default version is not a valid header value".into()))?;
+        let base: Uri = self
+            .base_url
+            .parse()
+            .map_err(|_| ConfigError(format!("invalid base url: {}", self.base_url)))?;
+        let scheme = base
+            .scheme()
+            .cloned()
+            .ok_or_else(|| ConfigError("the base url needs a scheme".into()))?;
+        let authority = base
+            .authority()
+            .cloned()
+            .ok_or_else(|| ConfigError("the base url needs a host".into()))?;
+        let prefix = base.path().trim_end_matches('/').to_owned();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+            .map_err(|e| ConfigError(format!("tls setup failed: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .build(https);
+        Ok(AnthropicProvider {
+            shared: Arc::new(Shared {
+                scheme,
+                authority,
+                prefix,
+                api_key,
+                version,
+                first_byte_timeout: self.first_byte_timeout,
+                idle_timeout: self.idle_timeout,
+                max_body: self.max_body,
+            }),
+            client,
+        })
+    }
+}
+
+struct Shared {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    prefix: String,
+    api_key: HeaderValue,
+    version: HeaderValue,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
+    max_body: usize,
+}
+
+/// Sends canonical requests to the Anthropic API and decodes its answers into
+/// [`AiBody`]. Clones share the connection pool.
+///
+/// - The vendor key is injected as `x-api-key`; no caller header reaches the upstream
+///   except `anthropic-version` (a default when absent) and `anthropic-beta`, as sent.
+/// - Response headers that SDKs act on pass back: `request-id`, `retry-after`,
+///   `x-should-retry`, `anthropic-ratelimit-*` and the other `anthropic-*` headers
+///   (except `anthropic-organization-id`, which names the gateway's vendor account).
+/// - Upstream errors become [`AiError`]s with the upstream's status, `type`, message,
+///   `request_id` and `retry-after`; an `event: error` in a stream ends it with that
+///   error; no answer within the first-byte timeout is `upstream_timeout` (504); a
+///   stream silent for the idle timeout ends with `upstream_timeout`; a refused or
+///   broken connection is `api_error` (502).
+#[derive(Clone)]
+pub struct AnthropicProvider {
+    shared: Arc<Shared>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl fmt::Debug for AnthropicProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnthropicProvider")
+            .field("authority", &self.shared.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnthropicProvider {
+    /// A builder with the defaults.
+    pub fn builder() -> AnthropicBuilder {
+        AnthropicBuilder {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: None,
+            version: DEFAULT_VERSION.to_owned(),
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(120),
+            pool_idle_timeout: Duration::from_secs(90),
+            max_body: 64 * 1024 * 1024,
+        }
+    }
+
+    fn upstream_request(
+        &self,
+        req: &Request<MessagesRequest>,
+        endpoint: &Endpoint,
+    ) -> Result<Request<Full<Bytes>>, AiError> {
+        let s = &self.shared;
+        let (method, path) = match endpoint {
+            Endpoint::Messages => (Method::POST, "/v1/messages".to_owned()),
+            Endpoint::CountTokens => (Method::POST, "/v1/messages/count_tokens".to_owned()),
+            Endpoint::ListModels => {
+                let q = req
+                    .uri()
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                (Method::GET, format!("/v1/models{q}"))
+            }
+            Endpoint::GetModel(id) => (Method::GET, format!("/v1/models/{id}")),
+            _ => {
+                return Err(AiError::new(
+                    ErrorKind::NotFound,
+                    "endpoint not supported by this provider",
+                ));
+            }
+        };
+        let uri = Uri::builder()
+            .scheme(s.scheme.clone())
+            .authority(s.authority.clone())
+            .path_and_query(format!("{}{}", s.prefix, path))
+            .build()
+            .map_err(|_| AiError::invalid_request("request path is invalid"))?;
+        let body = if method == Method::POST {
+            serde_json::to_vec(req.body())
+                .map_err(|_| AiError::api("failed to encode the upstream request"))?
+        } else {
+            Vec::new()
+        };
+        let mut up = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| AiError::api("failed to build the upstream request"))?;
+        let h = up.headers_mut();
+        h.insert("x-api-key", s.api_key.clone());
+        h.insert(
+            "anthropic-version",
+            req.headers()
+                .get("anthropic-version")
+                .cloned()
+                .unwrap_or_else(|| s.version.clone()),
+        );
+        for v in req.headers().get_all("anthropic-beta") {
+            h.append("anthropic-beta", v.clone());
+        }
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("ai-gateway/", env!("CARGO_PKG_VERSION"))),
+        );
+        Ok(up)
+    }
+
+    async fn send(self, req: Request<MessagesRequest>) -> Result<Response<AiBody>, AiError> {
+        let endpoint = req
+            .extensions()
+            .get::<Endpoint>()
+            .cloned()
+            .unwrap_or(Endpoint::Messages);
+        let timings = req.extensions().get::<Timings>().cloned();
+        let up = self.upstream_request(&req, &endpoint)?;
+        let s = &self.shared;
+        let resp = match tokio::time::timeout(s.first_byte_timeout, self.client.request(up)).await {
+            Err(_) => {
+                return Err(AiError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "upstream sent no response within {} ms",
+                        s.first_byte_timeout.as_millis()
+                    ),
+                ));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
+                let msg = if e.is_connect() {
+                    "could not connect to the upstream"
+                } else {
+                    "the upstream connection failed"
+                };
+                return Err(AiError::new(ErrorKind::UpstreamUnavailable, msg));
+            }
+            Ok(Ok(r)) => r,
+        };
+        if let Some(t) = &timings {
+            t.mark_first_byte();
+        }
+        let (parts, body) = resp.into_parts();
+        let headers = pass_through(&parts.headers);
+        if !parts.status.is_success() {
+            return Err(self
+                .upstream_error(parts.status, &parts.headers, headers, body)
+                .await);
+        }
+        let is_sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let model = req.body().model.clone();
+        let mut out = if is_sse {
+            Response::new(AiBody::from_events(BodyEvents::new(body, s.idle_timeout)))
+        } else {
+            let bytes = read_limited(body, s.max_body, s.idle_timeout).await?;
+            let body = match endpoint {
+                Endpoint::Messages => AiBody::from(
+                    serde_json::from_slice::<MessagesResponse>(&bytes).map_err(|_| {
+                        AiError::new(
+                            ErrorKind::UpstreamUnavailable,
+                            "upstream returned an invalid message",
+                        )
+                    })?,
+                ),
+                _ => AiBody::Json(serde_json::from_slice(&bytes).map_err(|_| {
+                    AiError::new(
+                        ErrorKind::UpstreamUnavailable,
+                        "upstream returned invalid json",
+                    )
+                })?),
+            };
+            Response::new(body)
+        };
+        *out.status_mut() = parts.status;
+        *out.headers_mut() = headers;
+        out.extensions_mut().insert(Served {
+            provider: Arc::from("anthropic"),
+            model: Arc::from(model),
+        });
+        Ok(out)
+    }
+
+    async fn upstream_error(
+        &self,
+        status: StatusCode,
+        raw: &HeaderMap,
+        headers: HeaderMap,
+        body: hyper::body::Incoming,
+    ) -> AiError {
+        let bytes = read_limited(body, 256 * 1024, self.shared.idle_timeout)
+            .await
+            .unwrap_or_default();
+        let parsed = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+        let detail = parsed.as_ref().and_then(|v| v.get("error"));
+        let error_type = detail
+            .and_then(|d| d.get("type"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned);
+        let message = detail
+            .and_then(|d| d.get("message"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned);
+        let mut err = match error_type {
+            Some(t) => AiError::upstream(status, t, message.unwrap_or_default()),
+            None => {
+                let kind = ErrorKind::from_status(status);
+                AiError::upstream(
+                    status,
+                    kind.error_type(),
+                    format!("upstream returned http {}", status.as_u16()),
+                )
+            }
+        };
+        let request_id = parsed
+            .as_ref()
+            .and_then(|v| v.get("request_id"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+            .or_else(|| {
+                raw.get("request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            });
+        err = err.with_request_id(request_id);
+        if let Some(secs) = raw
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+        {
+            err = err.with_retry_after(Duration::from_secs_f64(secs.min(86_400.0)));
+        }
+        *err.headers_mut() = headers;
+        err
+    }
+}
+
+/// Response headers that reach the client.
+fn pass_through(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in h {
+        let n = name.as_str();
+        let keep = matches!(n, "request-id" | "retry-after" | "x-should-retry")
+            || (n.starts_with("anthropic-") && n != "anthropic-organization-id");
+        if keep {
+            out.append(HeaderName::clone(name), value.clone());
+        }
+    }
+    out
+}
+
+async fn read_limited(
+    body: hyper::body::Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, AiError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(AiError::new(
+            ErrorKind::UpstreamTimeout,
+            "upstream response body timed out",
+        )),
+        Ok(Err(_)) => Err(AiError::new(
+            ErrorKind::UpstreamUnavailable,
+            "failed to read the upstream response",
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// The provider's response future.
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<AiBody>, AiError>> + Send>>,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture { .. }")
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<AiBody>, AiError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl Service<Request<MessagesRequest>> for AnthropicProvider {
+    type Response = Response<AiBody>;
+    type Error = AiError;
+    type Future = ResponseFuture;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), AiError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<MessagesRequest>) -> ResponseFuture {
+        ResponseFuture {
+            inner: Box::pin(self.clone().send(req)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_requires_a_key_and_a_valid_url() {
+        assert!(AnthropicProvider::builder().build().is_err());
+        assert!(
+            AnthropicProvider::builder()
+                .api_key("k")
+                .base_url("not a url")
+                .build()
+                .is_err()
+        );
+        assert!(AnthropicProvider::builder().api_key("k\n").build().is_err());
+        let p = AnthropicProvider::builder()
+            .api_key("sk-test")
+            .base_url("http://127.0.0.1:1/prefix/")
+            .build();
+        let p = p.expect("valid");
+        assert_eq!(p.shared.prefix, "/prefix");
+        assert!(!format!("{p:?}").contains("sk-test"));
+    }
+
+    #[test]
+    fn only_sdk_relevant_headers_pass() {
+        let mut h = HeaderMap::new();
+        h.insert("request-id", HeaderValue::from_static("req_1"));
+        h.insert(
+            "anthropic-ratelimit-requests-limit",
+            HeaderValue::from_static("5"),
+        );
+        h.insert("anthropic-organization-id", HeaderValue::from_static("org"));
+        h.insert("x-should-retry", HeaderValue::from_static("true"));
+        h.insert("retry-after", HeaderValue::from_static("1"));
+        h.insert("set-cookie", HeaderValue::from_static("x=y"));
+        h.insert("content-length", HeaderValue::from_static("10"));
+        let out = pass_through(&h);
+        assert_eq!(out.len(), 4);
+        assert!(out.get("anthropic-organization-id").is_none());
+        assert!(out.get("set-cookie").is_none());
+    }
+}

@@ -1,0 +1,32 @@
+//! ai-gateway: an enterprise AI inference gateway built from composable tower layers.
+//!
+//! This facade re-exports the layer crates behind features and, with `server`, serves
+//! the assembled stack over hyper (see [`server`]). Each crate is usable alone.
+//!
+//! ```no_run
+//! # #[cfg(feature = "server")]
+//! # #[tokio::main]
+//! # async fn main() -> std::io::Result<()> {
+//! use ai_gateway::provider::DemoProvider;
+//! use ai_gateway::server::{serve, ServerConfig};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! serve(listener, DemoProvider::new(), ServerConfig::default(), std::future::pending()).await
+//! # }
+//! # #[cfg(not(feature = "server"))] fn main() {}
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `provider` (default): [`provider`], the Anthropic provider and the demo upstream.
+//! - `server` (default): [`server`], the HTTP server and the default stack.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use ai_core as core;
+
+#[cfg(feature = "provider")]
+pub use ai_provider as provider;
+
+#[cfg(feature = "server")]
+pub mod server;

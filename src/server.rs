@@ -1,0 +1,115 @@
+//! The assembled gateway served over hyper: what `examples/gateway.rs` runs and what the
+//! integration tests drive over real sockets.
+//!
+//! Stack, outermost first: `x-request-id` (set, then echoed on the response), tracing,
+//! panic catching (a panic becomes an Anthropic-shaped 500, never a dropped connection),
+//! the edge codec, then the provider.
+
+use ai_core::{AiBody, AiError, MessagesCodecLayer, MessagesRequest};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// Settings of the HTTP server around the stack.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Time a client has to send the request headers; a slower client is disconnected
+    /// (no request was read, so there is nothing to answer). Default 30 seconds.
+    pub header_read_timeout: Duration,
+    /// The edge codec (body limit 32 MiB, body timeout 60 s by default).
+    pub codec: MessagesCodecLayer,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(30),
+            codec: MessagesCodecLayer::new(),
+        }
+    }
+}
+
+fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response<Full<Bytes>> {
+    tracing::error!("a request handler panicked");
+    let e = AiError::api("internal error");
+    let mut resp = Response::new(Full::new(e.to_json()));
+    *resp.status_mut() = e.status();
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then waits for open
+/// connections to finish. Sets TCP_NODELAY on every accepted socket (small SSE writes
+/// must not wait for a delayed ACK).
+pub async fn serve<P>(
+    listener: TcpListener,
+    provider: P,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    P: Service<Request<MessagesRequest>, Response = Response<AiBody>, Error = AiError>
+        + Clone
+        + Send
+        + 'static,
+    P::Future: Send + 'static,
+{
+    let svc = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(config.codec.clone())
+        .service(provider);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.as_mut() => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let conn = builder.serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            TowerToHyperService::new(svc.clone()),
+        );
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
