@@ -1,0 +1,317 @@
+//! Shared test setup: a mock Anthropic upstream on 127.0.0.1:0 replaying the recorded
+//! fixtures, the real gateway in front of it, and a small real HTTP client.
+#![allow(dead_code, unreachable_pub, missing_docs, missing_debug_implementations)]
+
+use ai_gateway::provider::AnthropicProvider;
+use ai_gateway::server::{ServerConfig, serve};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+
+pub fn fixture_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+pub fn fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(fixture_path(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+pub fn fixture_json(rel: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+/// Splits a recorded SSE body into its events (each with its blank line).
+pub fn sse_frames(raw: &[u8]) -> Vec<Bytes> {
+    let text = String::from_utf8(raw.to_vec()).expect("utf8 fixture");
+    text.split_inclusive("\n\n").map(|s| Bytes::from(s.to_owned())).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// The mock upstream. It picks its answer from the request's `model`:
+///
+/// - `replay/<name>`: `anthropic/<name>.sse` when `stream` is set, else `anthropic/<name>.json`;
+/// - `error/<code>`: `anthropic/errors/error_<code>.json` with its recorded status and headers;
+/// - `pause/<name>`: the first event of `<name>.sse`, then waits for [`MockUpstream::release`];
+/// - `stall/first-byte`: never answers; `stall/mid-stream`: two events of `stream_text`, then silence.
+///
+/// `count_tokens` and `models` answer from `count_tokens.json` and a small list.
+/// Successful answers carry the headers of `default_response_headers.json`.
+#[derive(Clone)]
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Notify>,
+}
+
+impl MockUpstream {
+    pub async fn start() -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mock = MockUpstream {
+            addr,
+            seen: Arc::default(),
+            gate: Arc::new(Notify::new()),
+        };
+        let m = mock.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { break };
+                let _ = stream.set_nodelay(true);
+                let m = m.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let m = m.clone();
+                        async move { Ok::<_, Infallible>(m.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        mock
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream saw a request")
+    }
+
+    /// Lets a `pause/...` stream continue.
+    pub fn release(&self) {
+        self.gate.notify_one();
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        self.seen.lock().expect("lock").push(Seen {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        });
+        let path = parts.uri.path();
+        if path.ends_with("/v1/messages/count_tokens") {
+            return json(StatusCode::OK, fixture("anthropic/count_tokens.json"), true);
+        }
+        if path.ends_with("/v1/models") {
+            let list = br#"{"data":[{"type":"model","id":"claude-sonnet-4-5-20250929","display_name":"Claude Sonnet 4.5","created_at":"2025-09-29T00:00:00Z"}],"has_more":false,"first_id":"claude-sonnet-4-5-20250929","last_id":"claude-sonnet-4-5-20250929"}"#;
+            return json(StatusCode::OK, list.to_vec(), true);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let model = v["model"].as_str().unwrap_or_default().to_owned();
+        let stream = v["stream"].as_bool().unwrap_or(false);
+        let (kind, name) = model.split_once('/').unwrap_or(("replay", "message_basic"));
+        match kind {
+            "error" => {
+                let meta = fixture_json(&format!("anthropic/errors/error_{name}.headers.json"));
+                let status = StatusCode::from_u16(meta["status"].as_u64().unwrap_or(500) as u16).expect("status");
+                let mut resp = json(status, fixture(&format!("anthropic/errors/error_{name}.json")), false);
+                for (k, val) in meta["headers"].as_object().expect("headers") {
+                    if let Ok(val) = HeaderValue::from_str(val.as_str().unwrap_or_default()) {
+                        resp.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).expect("name"), val);
+                    }
+                }
+                resp
+            }
+            "replay" if stream => sse(sse_frames(&fixture(&format!("anthropic/{name}.sse"))), None),
+            "replay" => json(StatusCode::OK, fixture(&format!("anthropic/{name}.json")), true),
+            "pause" => {
+                let frames = sse_frames(&fixture(&format!("anthropic/{name}.sse")));
+                sse(frames, Some((1, self.gate.clone())))
+            }
+            "stall" if name == "first-byte" => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                json(StatusCode::OK, Vec::new(), false)
+            }
+            "stall" => {
+                let frames = sse_frames(&fixture("anthropic/stream_text.sse"));
+                let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+                tokio::spawn(async move {
+                    for f in frames.into_iter().take(2) {
+                        let _ = tx.send(Ok(Frame::data(f))).await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    drop(tx);
+                });
+                sse_body(rx)
+            }
+            _ => json(StatusCode::NOT_FOUND, b"{}".to_vec(), false),
+        }
+    }
+}
+
+fn default_headers(h: &mut HeaderMap) {
+    let meta = fixture_json("anthropic/default_response_headers.json");
+    for (k, v) in meta["headers"].as_object().expect("headers") {
+        h.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            HeaderValue::from_str(v.as_str().unwrap_or_default()).expect("value"),
+        );
+    }
+}
+
+fn json(status: StatusCode, body: Vec<u8>, defaults: bool) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    if defaults {
+        default_headers(resp.headers_mut());
+    }
+    resp
+}
+
+fn sse_body(rx: mpsc::Receiver<Result<Frame<Bytes>, Infallible>>) -> Response<Body> {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    default_headers(resp.headers_mut());
+    resp
+}
+
+/// Streams `frames` one write each; with `pause = (n, gate)` waits on `gate` after `n` frames.
+fn sse(frames: Vec<Bytes>, pause: Option<(usize, Arc<Notify>)>) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    tokio::spawn(async move {
+        for (i, f) in frames.into_iter().enumerate() {
+            if let Some((n, gate)) = &pause {
+                if i == *n {
+                    gate.notified().await;
+                }
+            }
+            if tx.send(Ok(Frame::data(f))).await.is_err() {
+                return;
+            }
+        }
+    });
+    sse_body(rx)
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayOpts {
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_limit: usize,
+    pub body_timeout: Duration,
+    pub header_read_timeout: Duration,
+}
+
+impl Default for GatewayOpts {
+    fn default() -> Self {
+        GatewayOpts {
+            first_byte_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
+            body_limit: 32 * 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub const VENDOR_KEY: &str = "sk-ant-vendor-key-for-tests";
+
+/// Starts the real gateway (the same `serve` the example binary runs) in front of `upstream`.
+pub async fn start_gateway(upstream: &str, opts: GatewayOpts) -> SocketAddr {
+    let provider = AnthropicProvider::builder()
+        .api_key(VENDOR_KEY)
+        .base_url(upstream)
+        .first_byte_timeout(opts.first_byte_timeout)
+        .idle_timeout(opts.idle_timeout)
+        .build()
+        .expect("provider");
+    let config = ServerConfig {
+        header_read_timeout: opts.header_read_timeout,
+        codec: ai_gateway::core::MessagesCodecLayer::new()
+            .body_limit(opts.body_limit)
+            .body_timeout(opts.body_timeout),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(listener, provider, config, std::future::pending()));
+    addr
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn send(req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+    let resp = tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("gateway answered in time")
+        .expect("request");
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(20), body.collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+pub async fn post_json(addr: SocketAddr, body: serde_json::Value) -> (StatusCode, HeaderMap, Bytes) {
+    let req = Request::post(format!("http://{addr}/v1/messages"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body).expect("json"))))
+        .expect("request");
+    send(req).await
+}
+
+pub fn messages_body(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "max_tokens": 256,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Hello"}],
+    })
+}
+
+pub fn error_json(body: &[u8]) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("json error body: {}", String::from_utf8_lossy(body)));
+    assert_eq!(v["type"], "error", "anthropic error envelope: {v}");
+    (
+        v["error"]["type"].as_str().expect("error.type").to_owned(),
+        v["error"]["message"].as_str().expect("error.message").to_owned(),
+    )
+}
+
+/// Parses an SSE body into (event name, data JSON) pairs.
+pub fn parse_sse(body: &[u8]) -> Vec<(String, serde_json::Value)> {
+    let mut p = ai_gateway::core::sse::SseParser::new();
+    p.feed(body);
+    let mut out = vec![];
+    while let Some(ev) = p.next_event() {
+        let ev = ev.expect("valid sse");
+        out.push((ev.event.unwrap_or_default(), serde_json::from_str(&ev.data).expect("json data")));
+    }
+    out
+}
