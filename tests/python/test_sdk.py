@@ -1,0 +1,126 @@
+"""The official `anthropic` Python SDK, unmodified, against the running gateway (only
+`base_url` changes). The gateway forwards to a mock upstream replaying recorded streams."""
+
+import anthropic
+import pytest
+
+from conftest import expected, recorded
+
+USER = [{"role": "user", "content": "Hello"}]
+
+
+def same_message(msg, want: dict) -> bool:
+    """The SDK's message equals the recording; keys the SDK itself adds as None (newer
+    SDKs add e.g. `stop_details` while accumulating) are not part of the comparison."""
+    got = {k: v for k, v in msg.to_dict().items() if not (v is None and k not in want)}
+    assert got == want
+    return True
+
+
+def test_messages_create_returns_the_recorded_message(client):
+    msg = client.messages.create(model="replay/message_basic", max_tokens=64, messages=USER)
+    want = recorded("message_basic.json")
+    assert same_message(msg, want)
+    assert msg.content[0].text == "The capital of France is Paris."
+    assert msg.usage.input_tokens == 20
+    assert msg._request_id == "req_replay_conformance_0001"
+
+
+def test_cache_usage_fields_survive(client):
+    msg = client.messages.create(model="replay/message_cache_usage", max_tokens=64, messages=USER)
+    assert msg.usage.cache_creation_input_tokens == 418
+    assert msg.usage.cache_read_input_tokens == 1111
+
+
+@pytest.mark.parametrize("name", ["stream_text", "stream_thinking"])
+def test_stream_final_message_equals_the_recording(client, name):
+    with client.messages.stream(model=f"replay/{name}", max_tokens=2048, messages=USER) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    want = expected(name)
+    assert text == want["text"]
+    assert same_message(final, want["final"])
+
+
+@pytest.mark.parametrize(
+    "name,tool_input",
+    [
+        ("stream_tool_use", {"location": "Paris"}),
+        ("stream_tool_use_docs", {"location": "San Francisco, CA", "unit": "fahrenheit"}),
+    ],
+)
+def test_tool_use_stream_accumulates_the_input_json(client, name, tool_input):
+    with client.messages.stream(model=f"replay/{name}", max_tokens=1024, messages=USER) as stream:
+        final = stream.get_final_message()
+    tool = [b for b in final.content if b.type == "tool_use"]
+    assert len(tool) == 1
+    assert tool[0].input == tool_input
+    assert final.stop_reason == "tool_use"
+    assert same_message(final, expected(name)["final"])
+
+
+def test_raw_stream_events_arrive_in_order(client):
+    events = client.messages.create(model="replay/stream_text", max_tokens=64, messages=USER, stream=True)
+    types = [e.type for e in events]
+    assert types[0] == "message_start"
+    assert types[-1] == "message_stop"
+    assert types.count("content_block_delta") == 3
+
+
+def test_rate_limit_surfaces_as_rate_limit_error(client):
+    with pytest.raises(anthropic.RateLimitError) as exc:
+        client.messages.create(model="error/429", max_tokens=64, messages=USER)
+    err = exc.value
+    assert err.status_code == 429
+    assert err.body["error"]["type"] == "rate_limit_error"
+    assert err.response.headers["retry-after"] == "1"
+    assert err.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert err.request_id == "req_01T5fCVnYdf9X5ZW6KayReBK"
+
+
+def test_rate_limit_is_retried_by_the_sdk_honouring_retry_after(gateway_url):
+    c = anthropic.Anthropic(base_url=gateway_url, api_key="caller-key", max_retries=1)
+    with pytest.raises(anthropic.RateLimitError):
+        c.messages.create(model="error/429", max_tokens=64, messages=USER)
+
+
+def test_overloaded_surfaces_as_overloaded_error(client):
+    with pytest.raises(anthropic.InternalServerError) as exc:
+        client.messages.create(model="error/529", max_tokens=64, messages=USER)
+    assert exc.value.status_code == 529
+    assert exc.value.body["error"]["type"] == "overloaded_error"
+    if hasattr(anthropic, "OverloadedError"):
+        assert isinstance(exc.value, anthropic.OverloadedError)
+
+
+@pytest.mark.parametrize("code,cls", [("400", anthropic.BadRequestError), ("401", anthropic.AuthenticationError)])
+def test_client_errors_keep_their_class(client, code, cls):
+    with pytest.raises(cls) as exc:
+        client.messages.create(model=f"error/{code}", max_tokens=64, messages=USER)
+    assert exc.value.body["error"]["type"] == recorded(f"errors/error_{code}.json")["error"]["type"]
+
+
+def test_error_event_mid_stream_raises(client):
+    with pytest.raises(anthropic.APIStatusError) as exc:
+        with client.messages.stream(model="replay/stream_error_overloaded", max_tokens=64, messages=USER) as stream:
+            for _ in stream.text_stream:
+                pass
+    assert exc.value.body["error"]["type"] == "overloaded_error"
+
+
+def test_count_tokens_and_models(client):
+    assert client.messages.count_tokens(model="claude-sonnet-4-5", messages=USER).input_tokens == 1114
+    models = client.models.list(limit=5)
+    assert models.data[0].id == "claude-sonnet-4-5-20250929"
+
+
+def test_async_client_streams_too(gateway_url):
+    import asyncio
+
+    async def run():
+        c = anthropic.AsyncAnthropic(base_url=gateway_url, api_key="caller-key", max_retries=0)
+        async with c.messages.stream(model="replay/stream_text", max_tokens=64, messages=USER) as s:
+            return await s.get_final_message()
+
+    final = asyncio.run(run())
+    assert same_message(final, expected("stream_text")["final"])

@@ -1,0 +1,47 @@
+//! Runs the official `anthropic` Python SDK tests (`tests/python/`) against the real
+//! gateway in front of the mock upstream. `scripts/test.sh` creates the venv; set
+//! `AI_GATEWAY_PYTHON` to use another interpreter. Under CI a missing interpreter fails
+//! the test instead of skipping it.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+
+fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("AI_GATEWAY_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_anthropic_sdk_against_the_gateway() {
+    let Some(py) = python() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("no python venv with the SDKs: run scripts/test.sh (it creates .venv)");
+        }
+        eprintln!("SKIPPED: no .venv with the anthropic SDK; run scripts/test.sh to create it");
+        return;
+    };
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let out = tokio::process::Command::new(&py)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic"])
+        .arg(&dir)
+        .env("GATEWAY_URL", format!("http://{gw}"))
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), out)
+        .await
+        .expect("pytest finished in time")
+        .expect("pytest ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the SDK tests failed:\n{stdout}");
+    assert!(stdout.contains(" passed"), "pytest ran tests");
+    assert!(!stdout.contains("skipped"), "no SDK test was skipped");
+}
