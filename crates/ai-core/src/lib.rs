@@ -65,7 +65,7 @@ pub mod codec;
 pub mod error;
 pub mod ext;
 pub mod sse;
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod wire;
 

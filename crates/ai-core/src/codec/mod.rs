@@ -471,3 +471,107 @@ pub fn error_response(e: AiError, request_id: &RequestId) -> Response<CodecBody>
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{MockProvider, Script};
+    use http_body_util::Full;
+    use tower::ServiceExt;
+
+    fn req(body: &'static str) -> Request<Full<Bytes>> {
+        Request::post("/v1/messages")
+            .header("content-type", "application/json")
+            .header("x-request-id", "rid-1")
+            .header("anthropic-beta", "b1")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("request")
+    }
+
+    const OK: &str = r#"{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#;
+
+    async fn body_json(resp: Response<CodecBody>) -> serde_json::Value {
+        let b = resp.into_body().collect().await.expect("body").to_bytes();
+        serde_json::from_slice(&b).expect("json")
+    }
+
+    #[tokio::test]
+    async fn inner_sees_typed_request_with_extensions_and_headers() {
+        let mock = MockProvider::always(Script::text("ok"));
+        let resp = MessagesCodec::new(mock.clone()).oneshot(req(OK)).await.expect("infallible");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["request-id"], "rid-1");
+        let seen = &mock.requests()[0];
+        assert_eq!(seen.body.max_tokens, Some(9));
+        assert_eq!(seen.headers["anthropic-beta"], "b1");
+        assert_eq!(seen.extensions.get::<Endpoint>(), Some(&Endpoint::Messages));
+        assert_eq!(seen.extensions.get::<RequestId>().map(RequestId::as_str), Some("rid-1"));
+        assert!(seen.extensions.get::<Timings>().is_some());
+    }
+
+    #[tokio::test]
+    async fn errors_render_with_status_type_and_retry_after() {
+        let e = AiError::new(ErrorKind::RateLimit, "slow down").with_retry_after(Duration::from_millis(1500));
+        let mock = MockProvider::always(Script::Error(e));
+        let resp = MessagesCodec::new(mock).oneshot(req(OK)).await.expect("infallible");
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "2", "rounded up to whole seconds");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(v["error"]["message"], "slow down");
+        assert_eq!(v["request_id"], "rid-1");
+    }
+
+    #[tokio::test]
+    async fn stream_error_after_events_becomes_an_error_event() {
+        let mock = MockProvider::always(Script::Events {
+            items: vec![
+                Ok(crate::StreamEvent::text_delta(0, "a")),
+                Err(AiError::new(ErrorKind::Overloaded, "Overloaded")),
+            ],
+            delay: Duration::ZERO,
+        });
+        let resp = MessagesCodec::new(mock).oneshot(req(OK)).await.expect("infallible");
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get(header::CONTENT_LENGTH).is_none());
+        let b = resp.into_body().collect().await.expect("body").to_bytes();
+        let text = std::str::from_utf8(&b).expect("utf8");
+        let mut p = crate::sse::SseParser::new();
+        p.feed(text.as_bytes());
+        let first = p.next_event().expect("event").expect("ok");
+        assert_eq!(first.event.as_deref(), Some("content_block_delta"));
+        let last = p.next_event().expect("event").expect("ok");
+        assert_eq!(last.event.as_deref(), Some("error"));
+        let v: serde_json::Value = serde_json::from_str(&last.data).expect("json");
+        assert_eq!(v["error"]["type"], "overloaded_error");
+        assert_eq!(v["error"]["message"], "Overloaded");
+        assert!(p.next_event().is_none(), "nothing after the error");
+    }
+
+    #[tokio::test]
+    async fn content_length_over_limit_is_rejected_before_reading() {
+        let mock = MockProvider::always(Script::text("never"));
+        let codec = MessagesCodecLayer::new().body_limit(10).layer(mock.clone());
+        let resp = codec.oneshot(req(OK)).await.expect("infallible");
+        assert_eq!(resp.status(), 413);
+        assert_eq!(body_json(resp).await["error"]["type"], "request_too_large");
+        assert!(mock.requests().is_empty());
+    }
+
+    #[test]
+    fn redaction_removes_quoted_values() {
+        assert_eq!(
+            redact_quotes("invalid type: string \"my secret\", expected u32 at line 1 column 9"),
+            "invalid type: string \"…\", expected u32"
+        );
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(&Method::POST, "/v1/messages").expect("ok"), Endpoint::Messages);
+        assert_eq!(route(&Method::GET, "/v1/models/claude-x").expect("ok"), Endpoint::GetModel(Arc::from("claude-x")));
+        assert_eq!(route(&Method::GET, "/v1/models/a/b").expect_err("nested").kind(), ErrorKind::NotFound);
+        assert_eq!(route(&Method::PUT, "/v1/models").expect_err("method").kind(), ErrorKind::MethodNotAllowed);
+    }
+}
