@@ -14,7 +14,8 @@ use std::time::Duration;
 async fn non_streaming_message_passes_through_unchanged() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
-    let (status, headers, body) = post_json(gw, messages_body("replay/message_cache_usage", false)).await;
+    let (status, headers, body) =
+        post_json(gw, messages_body("replay/message_cache_usage", false)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "application/json");
     let got: serde_json::Value = serde_json::from_slice(&body).expect("json");
@@ -26,16 +27,30 @@ async fn non_streaming_message_passes_through_unchanged() {
 async fn recorded_streams_replay_event_for_event() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
-    for name in ["stream_text", "stream_tool_use", "stream_tool_use_docs", "stream_thinking"] {
-        let (status, headers, body) = post_json(gw, messages_body(&format!("replay/{name}"), true)).await;
+    for name in [
+        "stream_text",
+        "stream_tool_use",
+        "stream_tool_use_docs",
+        "stream_thinking",
+    ] {
+        let (status, headers, body) =
+            post_json(gw, messages_body(&format!("replay/{name}"), true)).await;
         assert_eq!(status, StatusCode::OK, "{name}");
-        assert!(headers["content-type"].to_str().expect("ct").starts_with("text/event-stream"));
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .expect("ct")
+                .starts_with("text/event-stream")
+        );
         let got = parse_sse(&body);
         let want = parse_sse(&fixture(&format!("anthropic/{name}.sse")));
         assert_eq!(got.len(), want.len(), "{name}: same number of events");
         for ((gn, gd), (wn, wd)) in got.iter().zip(&want) {
             assert_eq!(gn, wn, "{name}: event names");
-            assert_eq!(gd, wd, "{name}: event data is semantically the recorded data");
+            assert_eq!(
+                gd, wd,
+                "{name}: event data is semantically the recorded data"
+            );
         }
     }
 }
@@ -75,7 +90,8 @@ async fn unknown_fields_and_block_types_reach_the_upstream_unchanged() {
     });
     let (status, _, _) = post_json(gw, sent.clone()).await;
     assert_eq!(status, StatusCode::OK);
-    let got: serde_json::Value = serde_json::from_slice(&up.last().body).expect("upstream got json");
+    let got: serde_json::Value =
+        serde_json::from_slice(&up.last().body).expect("upstream got json");
     assert_eq!(got, sent);
 }
 
@@ -85,7 +101,9 @@ async fn a_stream_reaches_the_client_event_by_event() {
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
     let req = Request::post(format!("http://{gw}/v1/messages"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(&messages_body("pause/stream_text", true)).expect("json"))))
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(&messages_body("pause/stream_text", true)).expect("json"),
+        )))
         .expect("request");
     let resp = tokio::time::timeout(Duration::from_secs(10), client().request(req))
         .await
@@ -115,18 +133,26 @@ async fn a_stream_reaches_the_client_event_by_event() {
         .to_bytes();
     let rest = parse_sse(&rest);
     assert_eq!(rest.last().expect("events").0, "message_stop");
-    assert_eq!(rest.len() + 1, parse_sse(&fixture("anthropic/stream_text.sse")).len());
+    assert_eq!(
+        rest.len() + 1,
+        parse_sse(&fixture("anthropic/stream_text.sse")).len()
+    );
 }
 
 #[tokio::test]
 async fn version_and_beta_headers_reach_the_upstream_as_sent() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
-    let body = Bytes::from(serde_json::to_vec(&messages_body("replay/message_basic", false)).expect("json"));
+    let body = Bytes::from(
+        serde_json::to_vec(&messages_body("replay/message_basic", false)).expect("json"),
+    );
     let req = Request::post(format!("http://{gw}/v1/messages"))
         .header("content-type", "application/json")
         .header("anthropic-version", "2023-01-01")
-        .header("anthropic-beta", "prompt-caching-2024-07-31,token-efficient-tools-2025-02-19")
+        .header(
+            "anthropic-beta",
+            "prompt-caching-2024-07-31,token-efficient-tools-2025-02-19",
+        )
         .header("anthropic-beta", "output-128k-2025-02-19")
         .header("x-api-key", "caller-key-must-not-leak")
         .header("authorization", "Bearer caller-token-must-not-leak")
@@ -136,10 +162,27 @@ async fn version_and_beta_headers_reach_the_upstream_as_sent() {
     assert_eq!(status, StatusCode::OK);
     let seen = up.last();
     assert_eq!(seen.headers["anthropic-version"], "2023-01-01");
-    let betas: Vec<_> = seen.headers.get_all("anthropic-beta").iter().map(|v| v.to_str().expect("ascii").to_owned()).collect();
-    assert_eq!(betas, ["prompt-caching-2024-07-31,token-efficient-tools-2025-02-19", "output-128k-2025-02-19"]);
-    assert_eq!(seen.headers["x-api-key"], VENDOR_KEY, "the vendor key replaces the caller's");
-    assert!(seen.headers.get("authorization").is_none(), "caller credentials never reach the vendor");
+    let betas: Vec<_> = seen
+        .headers
+        .get_all("anthropic-beta")
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .collect();
+    assert_eq!(
+        betas,
+        [
+            "prompt-caching-2024-07-31,token-efficient-tools-2025-02-19",
+            "output-128k-2025-02-19"
+        ]
+    );
+    assert_eq!(
+        seen.headers["x-api-key"], VENDOR_KEY,
+        "the vendor key replaces the caller's"
+    );
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "caller credentials never reach the vendor"
+    );
 
     // Without the header, the default version is sent and no beta header is invented.
     let req = Request::post(format!("http://{gw}/v1/messages"))
@@ -157,12 +200,29 @@ async fn sdk_relevant_response_headers_reach_the_client() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
     for stream in [false, true] {
-        let (status, h, _) = post_json(gw, messages_body(if stream { "replay/stream_text" } else { "replay/message_basic" }, stream)).await;
+        let (status, h, _) = post_json(
+            gw,
+            messages_body(
+                if stream {
+                    "replay/stream_text"
+                } else {
+                    "replay/message_basic"
+                },
+                stream,
+            ),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(h["request-id"], "req_replay_conformance_0001");
         assert_eq!(h["anthropic-ratelimit-requests-remaining"], "999");
-        assert_eq!(h["anthropic-ratelimit-output-tokens-reset"], "2030-01-01T00:00:00Z");
-        assert!(h.get("anthropic-organization-id").is_none(), "the vendor account id stays inside");
+        assert_eq!(
+            h["anthropic-ratelimit-output-tokens-reset"],
+            "2030-01-01T00:00:00Z"
+        );
+        assert!(
+            h.get("anthropic-organization-id").is_none(),
+            "the vendor account id stays inside"
+        );
     }
     let (status, h, body) = post_json(gw, messages_body("error/429", false)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
@@ -181,12 +241,19 @@ async fn upstream_errors_keep_their_status_type_and_message() {
         let recorded = fixture_json(&format!("anthropic/errors/error_{code}.json"));
         let meta = fixture_json(&format!("anthropic/errors/error_{code}.headers.json"));
         let (status, h, body) = post_json(gw, messages_body(&format!("error/{code}"), false)).await;
-        assert_eq!(status.as_u16() as u64, meta["status"].as_u64().expect("status"), "{code}");
+        assert_eq!(
+            status.as_u16() as u64,
+            meta["status"].as_u64().expect("status"),
+            "{code}"
+        );
         assert_eq!(h["content-type"], "application/json");
         let got: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(got["type"], "error");
         assert_eq!(got["error"]["type"], recorded["error"]["type"], "{code}");
-        assert_eq!(got["error"]["message"], recorded["error"]["message"], "{code}");
+        assert_eq!(
+            got["error"]["message"], recorded["error"]["message"],
+            "{code}"
+        );
         if let Some(id) = recorded.get("request_id") {
             assert_eq!(&got["request_id"], id, "{code}: upstream request id kept");
         }
@@ -209,7 +276,11 @@ async fn an_error_event_mid_stream_reaches_the_client_as_an_error_event() {
         assert_eq!(last["error"]["type"], "overloaded_error");
         assert_eq!(last["error"]["message"], "Overloaded");
         let want = parse_sse(&fixture(&format!("anthropic/{name}.sse")));
-        assert_eq!(evs.len(), want.len(), "{name}: the events before the error all arrive");
+        assert_eq!(
+            evs.len(),
+            want.len(),
+            "{name}: the events before the error all arrive"
+        );
     }
 }
 
@@ -219,25 +290,39 @@ async fn count_tokens_and_models_are_forwarded() {
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
     let req = Request::post(format!("http://{gw}/v1/messages/count_tokens"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(br#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#)))
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#,
+        )))
         .expect("request");
     let (status, _, body) = send(req).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).expect("json"), json!({"input_tokens": 1114}));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).expect("json"),
+        json!({"input_tokens": 1114})
+    );
     assert_eq!(up.last().uri.path(), "/v1/messages/count_tokens");
 
-    let req = Request::get(format!("http://{gw}/v1/models?limit=5&after_id=abc")).body(Full::default()).expect("request");
+    let req = Request::get(format!("http://{gw}/v1/models?limit=5&after_id=abc"))
+        .body(Full::default())
+        .expect("request");
     let (status, _, body) = send(req).await;
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["data"][0]["type"], "model");
     let seen = up.last();
     assert_eq!(seen.method, http::Method::GET);
-    assert_eq!(seen.uri.path_and_query().expect("pq").as_str(), "/v1/models?limit=5&after_id=abc");
+    assert_eq!(
+        seen.uri.path_and_query().expect("pq").as_str(),
+        "/v1/models?limit=5&after_id=abc"
+    );
     assert_eq!(seen.headers["x-api-key"], VENDOR_KEY);
 }
 
-async fn raw_post(gw: std::net::SocketAddr, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, http::HeaderMap, Bytes) {
+async fn raw_post(
+    gw: std::net::SocketAddr,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
     let mut b = Request::post(format!("http://{gw}/v1/messages"));
     if let Some(ct) = content_type {
         b = b.header("content-type", ct);
@@ -248,26 +333,73 @@ async fn raw_post(gw: std::net::SocketAddr, content_type: Option<&str>, body: Ve
 #[tokio::test]
 async fn bad_input_gets_a_typed_4xx_and_never_reaches_the_upstream() {
     let up = MockUpstream::start().await;
-    let gw = start_gateway(&up.url(), GatewayOpts { body_limit: 4096, ..Default::default() }).await;
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            body_limit: 4096,
+            ..Default::default()
+        },
+    )
+    .await;
 
-    let (s, _, b) = raw_post(gw, Some("application/json"), b"{\"model\": \"x\", \"max_tokens\": ".to_vec()).await;
-    assert_eq!((s, error_json(&b).0.as_str()), (StatusCode::BAD_REQUEST, "invalid_request_error"));
+    let (s, _, b) = raw_post(
+        gw,
+        Some("application/json"),
+        b"{\"model\": \"x\", \"max_tokens\": ".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (s, error_json(&b).0.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request_error")
+    );
     assert!(error_json(&b).1.contains("not valid json"));
 
-    let (s, _, b) = raw_post(gw, Some("text/plain"), serde_json::to_vec(&messages_body("x", false)).expect("json")).await;
-    assert_eq!((s, error_json(&b).0.as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error"));
-    let (s, _, _) = raw_post(gw, None, serde_json::to_vec(&messages_body("x", false)).expect("json")).await;
+    let (s, _, b) = raw_post(
+        gw,
+        Some("text/plain"),
+        serde_json::to_vec(&messages_body("x", false)).expect("json"),
+    )
+    .await;
+    assert_eq!(
+        (s, error_json(&b).0.as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error")
+    );
+    let (s, _, _) = raw_post(
+        gw,
+        None,
+        serde_json::to_vec(&messages_body("x", false)).expect("json"),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let (s, _, _) = raw_post(gw, Some("Application/JSON; charset=utf-8"), serde_json::to_vec(&messages_body("replay/message_basic", false)).expect("json")).await;
-    assert_eq!(s, StatusCode::OK, "media type parameters and case are accepted");
+    let (s, _, _) = raw_post(
+        gw,
+        Some("Application/JSON; charset=utf-8"),
+        serde_json::to_vec(&messages_body("replay/message_basic", false)).expect("json"),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "media type parameters and case are accepted"
+    );
 
     let mut big = messages_body("x", false);
     big["messages"][0]["content"] = json!("a".repeat(10_000));
-    let (s, _, b) = raw_post(gw, Some("application/json"), serde_json::to_vec(&big).expect("json")).await;
-    assert_eq!((s, error_json(&b).0.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"));
+    let (s, _, b) = raw_post(
+        gw,
+        Some("application/json"),
+        serde_json::to_vec(&big).expect("json"),
+    )
+    .await;
+    assert_eq!(
+        (s, error_json(&b).0.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+    );
 
     // Over the limit without a content-length (chunked): caught while reading.
-    let chunks = futures_util::stream::iter((0..10).map(|_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b' '; 1000])))));
+    let chunks = futures_util::stream::iter((0..10).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b' '; 1000])))
+    }));
     let req = Request::post(format!("http://{gw}/v1/messages"))
         .header("content-type", "application/json")
         .body(http_body_util::StreamBody::new(chunks))
@@ -279,44 +411,93 @@ async fn bad_input_gets_a_typed_4xx_and_never_reaches_the_upstream() {
         .expect("response");
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-    let mut invalid = br#"{"model":"x","max_tokens":5,"messages":[{"role":"user","content":"caf"#.to_vec();
+    let mut invalid =
+        br#"{"model":"x","max_tokens":5,"messages":[{"role":"user","content":"caf"#.to_vec();
     invalid.extend_from_slice(b"\xe9\xff\"}]}");
     let (s, _, b) = raw_post(gw, Some("application/json"), invalid).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(error_json(&b).1.contains("utf-8"));
 
-    let (s, _, b) = raw_post(gw, Some("application/json"), br#"{"model":"x","messages":[]}"#.to_vec()).await;
+    let (s, _, b) = raw_post(
+        gw,
+        Some("application/json"),
+        br#"{"model":"x","messages":[]}"#.to_vec(),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(error_json(&b).1, "max_tokens: field required");
 
-    let (s, _, b) = raw_post(gw, Some("application/json"), br#"{"max_tokens":1,"messages":[]}"#.to_vec()).await;
+    let (s, _, b) = raw_post(
+        gw,
+        Some("application/json"),
+        br#"{"max_tokens":1,"messages":[]}"#.to_vec(),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(error_json(&b).1.contains("missing field `model`"));
 
     // Wrong types: the message names the problem but never quotes the content.
-    let (s, _, b) = raw_post(gw, Some("application/json"), br#"{"model":"x","max_tokens":"secret-prompt-text","messages":[]}"#.to_vec()).await;
+    let (s, _, b) = raw_post(
+        gw,
+        Some("application/json"),
+        br#"{"model":"x","max_tokens":"secret-prompt-text","messages":[]}"#.to_vec(),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(!error_json(&b).1.contains("secret-prompt-text"), "{}", error_json(&b).1);
-    let (s, _, _) = raw_post(gw, Some("application/json"), br#"{"model":"x","max_tokens":1,"messages":[{"role":"robot","content":"hi"}]}"#.to_vec()).await;
+    assert!(
+        !error_json(&b).1.contains("secret-prompt-text"),
+        "{}",
+        error_json(&b).1
+    );
+    let (s, _, _) = raw_post(
+        gw,
+        Some("application/json"),
+        br#"{"model":"x","max_tokens":1,"messages":[{"role":"robot","content":"hi"}]}"#.to_vec(),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _, _) = raw_post(gw, Some("application/json"), br#"[1,2,3]"#.to_vec()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _, _) = raw_post(gw, Some("application/json"), Vec::new()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
-    let (s, _, b) = send(Request::get(format!("http://{gw}/v2/unknown")).body(Full::default()).expect("req")).await;
-    assert_eq!((s, error_json(&b).0.as_str()), (StatusCode::NOT_FOUND, "not_found_error"));
-    let (s, h, b) = send(Request::get(format!("http://{gw}/v1/messages")).body(Full::default()).expect("req")).await;
-    assert_eq!((s, error_json(&b).0.as_str()), (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error"));
+    let (s, _, b) = send(
+        Request::get(format!("http://{gw}/v2/unknown"))
+            .body(Full::default())
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(
+        (s, error_json(&b).0.as_str()),
+        (StatusCode::NOT_FOUND, "not_found_error")
+    );
+    let (s, h, b) = send(
+        Request::get(format!("http://{gw}/v1/messages"))
+            .body(Full::default())
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(
+        (s, error_json(&b).0.as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error")
+    );
     assert_eq!(h["allow"], "POST");
 
-    assert_eq!(up.seen().len(), 1, "only the one valid request reached the upstream");
+    assert_eq!(
+        up.seen().len(),
+        1,
+        "only the one valid request reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn a_refused_upstream_connection_is_a_502_api_error() {
     // Bind then drop: nothing listens on this port any more.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let gw = start_gateway(&format!("http://127.0.0.1:{port}"), GatewayOpts::default()).await;
     let (s, _, b) = post_json(gw, messages_body("replay/message_basic", false)).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);
@@ -326,7 +507,14 @@ async fn a_refused_upstream_connection_is_a_502_api_error() {
 #[tokio::test]
 async fn an_upstream_that_never_answers_is_cut_off_with_504() {
     let up = MockUpstream::start().await;
-    let gw = start_gateway(&up.url(), GatewayOpts { first_byte_timeout: Duration::from_millis(300), ..Default::default() }).await;
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            first_byte_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
     let (s, _, b) = post_json(gw, messages_body("stall/first-byte", true)).await;
     assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
     let (t, m) = error_json(&b);
@@ -337,7 +525,14 @@ async fn an_upstream_that_never_answers_is_cut_off_with_504() {
 #[tokio::test]
 async fn a_stream_that_stalls_ends_with_an_error_event() {
     let up = MockUpstream::start().await;
-    let gw = start_gateway(&up.url(), GatewayOpts { idle_timeout: Duration::from_millis(300), ..Default::default() }).await;
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            idle_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
     let (s, _, b) = post_json(gw, messages_body("stall/mid-stream", true)).await;
     assert_eq!(s, StatusCode::OK);
     let evs = parse_sse(&b);
@@ -350,17 +545,34 @@ async fn a_stream_that_stalls_ends_with_an_error_event() {
 #[tokio::test]
 async fn a_client_that_trickles_its_body_gets_408() {
     let up = MockUpstream::start().await;
-    let gw = start_gateway(&up.url(), GatewayOpts { body_timeout: Duration::from_millis(300), ..Default::default() }).await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(1);
-    tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"{\"model\":")))).await.expect("send");
-    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) }));
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            body_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >(1);
+    tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(
+        b"{\"model\":",
+    ))))
+    .await
+    .expect("send");
+    let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|f| (f, rx))
+    }));
     let req = Request::post(format!("http://{gw}/v1/messages"))
         .header("content-type", "application/json")
         .body(http_body_util::StreamBody::new(stream))
         .expect("request");
     let resp = tokio::time::timeout(
         Duration::from_secs(10),
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http().request(req),
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http()
+            .request(req),
     )
     .await
     .expect("answered")
@@ -376,9 +588,18 @@ async fn a_client_that_trickles_its_body_gets_408() {
 async fn a_client_that_trickles_its_headers_is_disconnected() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = MockUpstream::start().await;
-    let gw = start_gateway(&up.url(), GatewayOpts { header_read_timeout: Duration::from_millis(300), ..Default::default() }).await;
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            header_read_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
     let mut sock = tokio::net::TcpStream::connect(gw).await.expect("connect");
-    sock.write_all(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\n").await.expect("write");
+    sock.write_all(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut buf))
         .await
@@ -392,7 +613,9 @@ async fn a_client_that_disconnects_mid_stream_drops_the_upstream_request() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A raw upstream that streams one event, then watches its socket: the read returning
     // 0 (or an error) means the gateway closed the upstream connection.
-    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let raw_addr = raw.local_addr().expect("addr");
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -405,7 +628,11 @@ async fn a_client_that_disconnects_mid_stream_drops_the_upstream_request() {
             req.extend_from_slice(&buf[..n]);
             if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&req[..end]).to_lowercase();
-                let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).map(|v| v.trim().parse().expect("len")).unwrap_or(0);
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().expect("len"))
+                    .unwrap_or(0);
                 if req.len() >= end + 4 + len {
                     break;
                 }
@@ -414,7 +641,9 @@ async fn a_client_that_disconnects_mid_stream_drops_the_upstream_request() {
         let first = sse_frames(&fixture("anthropic/stream_text.sse"))[0].clone();
         let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
         s.write_all(head.as_bytes()).await.expect("head");
-        s.write_all(format!("{:x}\r\n", first.len()).as_bytes()).await.expect("chunk");
+        s.write_all(format!("{:x}\r\n", first.len()).as_bytes())
+            .await
+            .expect("chunk");
         s.write_all(&first).await.expect("chunk");
         s.write_all(b"\r\n").await.expect("chunk");
         // Now wait: no more events. The socket closes only if the gateway drops it.
@@ -426,13 +655,19 @@ async fn a_client_that_disconnects_mid_stream_drops_the_upstream_request() {
 
     let mut client = tokio::net::TcpStream::connect(gw).await.expect("connect");
     let body = serde_json::to_vec(&messages_body("anything", true)).expect("json");
-    let head = format!("POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
     client.write_all(head.as_bytes()).await.expect("write");
     client.write_all(&body).await.expect("write");
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains("message_start") {
-        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf)).await.expect("first event").expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("first event")
+            .expect("read");
         assert!(n > 0);
         got.extend_from_slice(&buf[..n]);
     }

@@ -29,7 +29,15 @@ async fn official_anthropic_sdk_against_the_gateway() {
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let out = tokio::process::Command::new(&py)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "console_output_style=classic",
+        ])
         .arg(&dir)
         .env("GATEWAY_URL", format!("http://{gw}"))
         .current_dir(&dir)

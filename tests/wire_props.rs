@@ -45,7 +45,11 @@ fn every_single_split_point_of_every_recording_parses_the_same() {
         let whole = parse_chunked(&raw, &[]);
         assert!(!whole.is_empty(), "{name}");
         for split in 0..=raw.len() {
-            assert_eq!(parse_chunked(&raw, &[split]), whole, "{name} split at {split}");
+            assert_eq!(
+                parse_chunked(&raw, &[split]),
+                whole,
+                "{name} split at {split}"
+            );
         }
     }
 }
@@ -56,29 +60,49 @@ fn recorded_events_round_trip_through_the_typed_model() {
         for ev in parse_chunked(&fixture(name), &[]) {
             let original: Value = serde_json::from_str(&ev.data).expect("json");
             let typed: StreamEvent = serde_json::from_str(&ev.data).expect("typed");
-            assert!(!matches!(typed, StreamEvent::Other(_)), "{name}: every recorded event type is modelled");
+            assert!(
+                !matches!(typed, StreamEvent::Other(_)),
+                "{name}: every recorded event type is modelled"
+            );
             assert_eq!(ev.event.as_deref(), Some(typed.type_name()));
-            assert_eq!(serde_json::to_value(&typed).expect("ser"), original, "{name}");
+            assert_eq!(
+                serde_json::to_value(&typed).expect("ser"),
+                original,
+                "{name}"
+            );
         }
     }
 }
 
 #[test]
 fn recorded_messages_round_trip_through_the_typed_model() {
-    for name in ["anthropic/message_basic.json", "anthropic/message_cache_usage.json"] {
+    for name in [
+        "anthropic/message_basic.json",
+        "anthropic/message_cache_usage.json",
+    ] {
         let original: Value = serde_json::from_slice(&fixture(name)).expect("json");
         let typed: MessagesResponse = serde_json::from_slice(&fixture(name)).expect("typed");
-        assert_eq!(serde_json::to_value(&typed).expect("ser"), original, "{name}");
+        assert_eq!(
+            serde_json::to_value(&typed).expect("ser"),
+            original,
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn tag_not_first_still_parses_as_the_known_variant() {
-    let b: ai_gateway::core::ContentBlock = serde_json::from_value(json!({"text": "hi", "x": 1, "type": "text"})).expect("block");
-    let ai_gateway::core::ContentBlock::Text(t) = &b else { panic!("text block expected: {b:?}") };
+    let b: ai_gateway::core::ContentBlock =
+        serde_json::from_value(json!({"text": "hi", "x": 1, "type": "text"})).expect("block");
+    let ai_gateway::core::ContentBlock::Text(t) = &b else {
+        panic!("text block expected: {b:?}")
+    };
     assert_eq!(t.text, "hi");
     assert_eq!(t.extra["x"], 1);
-    assert_eq!(serde_json::to_value(&b).expect("ser"), json!({"type": "text", "text": "hi", "x": 1}));
+    assert_eq!(
+        serde_json::to_value(&b).expect("ser"),
+        json!({"type": "text", "text": "hi", "x": 1})
+    );
 }
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -94,14 +118,16 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
 /// Unknown keys: prefixed so they never collide with a modelled field.
 fn extras() -> impl Strategy<Value = serde_json::Map<String, Value>> {
-    prop::collection::btree_map("zz_[a-z]{1,6}", json_value(), 0..3).prop_map(|m| m.into_iter().collect())
+    prop::collection::btree_map("zz_[a-z]{1,6}", json_value(), 0..3)
+        .prop_map(|m| m.into_iter().collect())
 }
 
 fn block() -> impl Strategy<Value = Value> {
@@ -126,7 +152,14 @@ fn block() -> impl Strategy<Value = Value> {
 
 fn request() -> impl Strategy<Value = Value> {
     (
-        prop::collection::vec((any::<bool>(), prop::collection::vec(block(), 1..4), extras()), 1..4),
+        prop::collection::vec(
+            (
+                any::<bool>(),
+                prop::collection::vec(block(), 1..4),
+                extras(),
+            ),
+            1..4,
+        ),
         extras(),
         proptest::option::of(any::<bool>()),
         1u32..100_000,
@@ -135,7 +168,10 @@ fn request() -> impl Strategy<Value = Value> {
             let msgs: Vec<Value> = messages
                 .into_iter()
                 .map(|(user, blocks, mut x)| {
-                    x.insert("role".into(), json!(if user { "user" } else { "assistant" }));
+                    x.insert(
+                        "role".into(),
+                        json!(if user { "user" } else { "assistant" }),
+                    );
                     x.insert("content".into(), Value::Array(blocks));
                     Value::Object(x)
                 })

@@ -1,6 +1,11 @@
 //! Shared test setup: a mock Anthropic upstream on 127.0.0.1:0 replaying the recorded
 //! fixtures, the real gateway in front of it, and a small real HTTP client.
-#![allow(dead_code, unreachable_pub, missing_docs, missing_debug_implementations)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    missing_debug_implementations
+)]
 
 use ai_gateway::provider::AnthropicProvider;
 use ai_gateway::server::{ServerConfig, serve};
@@ -20,7 +25,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
 pub fn fixture_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 pub fn fixture(rel: &str) -> Vec<u8> {
@@ -34,7 +41,9 @@ pub fn fixture_json(rel: &str) -> serde_json::Value {
 /// Splits a recorded SSE body into its events (each with its blank line).
 pub fn sse_frames(raw: &[u8]) -> Vec<Bytes> {
     let text = String::from_utf8(raw.to_vec()).expect("utf8 fixture");
-    text.split_inclusive("\n\n").map(|s| Bytes::from(s.to_owned())).collect()
+    text.split_inclusive("\n\n")
+        .map(|s| Bytes::from(s.to_owned()))
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +84,9 @@ impl MockUpstream {
         let m = mock.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
                 let _ = stream.set_nodelay(true);
                 let m = m.clone();
                 tokio::spawn(async move {
@@ -111,7 +122,11 @@ impl MockUpstream {
 
     async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         self.seen.lock().expect("lock").push(Seen {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -133,17 +148,29 @@ impl MockUpstream {
         match kind {
             "error" => {
                 let meta = fixture_json(&format!("anthropic/errors/error_{name}.headers.json"));
-                let status = StatusCode::from_u16(meta["status"].as_u64().unwrap_or(500) as u16).expect("status");
-                let mut resp = json(status, fixture(&format!("anthropic/errors/error_{name}.json")), false);
+                let status = StatusCode::from_u16(meta["status"].as_u64().unwrap_or(500) as u16)
+                    .expect("status");
+                let mut resp = json(
+                    status,
+                    fixture(&format!("anthropic/errors/error_{name}.json")),
+                    false,
+                );
                 for (k, val) in meta["headers"].as_object().expect("headers") {
                     if let Ok(val) = HeaderValue::from_str(val.as_str().unwrap_or_default()) {
-                        resp.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).expect("name"), val);
+                        resp.headers_mut().insert(
+                            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                            val,
+                        );
                     }
                 }
                 resp
             }
             "replay" if stream => sse(sse_frames(&fixture(&format!("anthropic/{name}.sse"))), None),
-            "replay" => json(StatusCode::OK, fixture(&format!("anthropic/{name}.json")), true),
+            "replay" => json(
+                StatusCode::OK,
+                fixture(&format!("anthropic/{name}.json")),
+                true,
+            ),
             "pause" => {
                 let frames = sse_frames(&fixture(&format!("anthropic/{name}.sse")));
                 sse(frames, Some((1, self.gate.clone())))
@@ -182,7 +209,8 @@ fn default_headers(h: &mut HeaderMap) {
 fn json(status: StatusCode, body: Vec<u8>, defaults: bool) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
     *resp.status_mut() = status;
-    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     if defaults {
         default_headers(resp.headers_mut());
     }
@@ -190,9 +218,13 @@ fn json(status: StatusCode, body: Vec<u8>, defaults: bool) -> Response<Body> {
 }
 
 fn sse_body(rx: mpsc::Receiver<Result<Frame<Bytes>, Infallible>>) -> Response<Body> {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    resp.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    resp.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     default_headers(resp.headers_mut());
     resp
 }
@@ -278,10 +310,15 @@ pub async fn send(req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
     (parts.status, parts.headers, body)
 }
 
-pub async fn post_json(addr: SocketAddr, body: serde_json::Value) -> (StatusCode, HeaderMap, Bytes) {
+pub async fn post_json(
+    addr: SocketAddr,
+    body: serde_json::Value,
+) -> (StatusCode, HeaderMap, Bytes) {
     let req = Request::post(format!("http://{addr}/v1/messages"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(&body).expect("json"))))
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(&body).expect("json"),
+        )))
         .expect("request");
     send(req).await
 }
@@ -296,11 +333,15 @@ pub fn messages_body(model: &str, stream: bool) -> serde_json::Value {
 }
 
 pub fn error_json(body: &[u8]) -> (String, String) {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("json error body: {}", String::from_utf8_lossy(body)));
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("json error body: {}", String::from_utf8_lossy(body)));
     assert_eq!(v["type"], "error", "anthropic error envelope: {v}");
     (
         v["error"]["type"].as_str().expect("error.type").to_owned(),
-        v["error"]["message"].as_str().expect("error.message").to_owned(),
+        v["error"]["message"]
+            .as_str()
+            .expect("error.message")
+            .to_owned(),
     )
 }
 
@@ -311,7 +352,10 @@ pub fn parse_sse(body: &[u8]) -> Vec<(String, serde_json::Value)> {
     let mut out = vec![];
     while let Some(ev) = p.next_event() {
         let ev = ev.expect("valid sse");
-        out.push((ev.event.unwrap_or_default(), serde_json::from_str(&ev.data).expect("json data")));
+        out.push((
+            ev.event.unwrap_or_default(),
+            serde_json::from_str(&ev.data).expect("json data"),
+        ));
     }
     out
 }

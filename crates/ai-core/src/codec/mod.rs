@@ -498,24 +498,38 @@ mod tests {
     #[tokio::test]
     async fn inner_sees_typed_request_with_extensions_and_headers() {
         let mock = MockProvider::always(Script::text("ok"));
-        let resp = MessagesCodec::new(mock.clone()).oneshot(req(OK)).await.expect("infallible");
+        let resp = MessagesCodec::new(mock.clone())
+            .oneshot(req(OK))
+            .await
+            .expect("infallible");
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["request-id"], "rid-1");
         let seen = &mock.requests()[0];
         assert_eq!(seen.body.max_tokens, Some(9));
         assert_eq!(seen.headers["anthropic-beta"], "b1");
         assert_eq!(seen.extensions.get::<Endpoint>(), Some(&Endpoint::Messages));
-        assert_eq!(seen.extensions.get::<RequestId>().map(RequestId::as_str), Some("rid-1"));
+        assert_eq!(
+            seen.extensions.get::<RequestId>().map(RequestId::as_str),
+            Some("rid-1")
+        );
         assert!(seen.extensions.get::<Timings>().is_some());
     }
 
     #[tokio::test]
     async fn errors_render_with_status_type_and_retry_after() {
-        let e = AiError::new(ErrorKind::RateLimit, "slow down").with_retry_after(Duration::from_millis(1500));
+        let e = AiError::new(ErrorKind::RateLimit, "slow down")
+            .with_retry_after(Duration::from_millis(1500));
         let mock = MockProvider::always(Script::Error(e));
-        let resp = MessagesCodec::new(mock).oneshot(req(OK)).await.expect("infallible");
+        let resp = MessagesCodec::new(mock)
+            .oneshot(req(OK))
+            .await
+            .expect("infallible");
         assert_eq!(resp.status(), 429);
-        assert_eq!(resp.headers()["retry-after"], "2", "rounded up to whole seconds");
+        assert_eq!(
+            resp.headers()["retry-after"],
+            "2",
+            "rounded up to whole seconds"
+        );
         assert_eq!(resp.headers()["content-type"], "application/json");
         let v = body_json(resp).await;
         assert_eq!(v["error"]["type"], "rate_limit_error");
@@ -532,7 +546,10 @@ mod tests {
             ],
             delay: Duration::ZERO,
         });
-        let resp = MessagesCodec::new(mock).oneshot(req(OK)).await.expect("infallible");
+        let resp = MessagesCodec::new(mock)
+            .oneshot(req(OK))
+            .await
+            .expect("infallible");
         assert_eq!(resp.status(), 200);
         assert!(resp.headers().get(header::CONTENT_LENGTH).is_none());
         let b = resp.into_body().collect().await.expect("body").to_bytes();
@@ -569,9 +586,25 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route(&Method::POST, "/v1/messages").expect("ok"), Endpoint::Messages);
-        assert_eq!(route(&Method::GET, "/v1/models/claude-x").expect("ok"), Endpoint::GetModel(Arc::from("claude-x")));
-        assert_eq!(route(&Method::GET, "/v1/models/a/b").expect_err("nested").kind(), ErrorKind::NotFound);
-        assert_eq!(route(&Method::PUT, "/v1/models").expect_err("method").kind(), ErrorKind::MethodNotAllowed);
+        assert_eq!(
+            route(&Method::POST, "/v1/messages").expect("ok"),
+            Endpoint::Messages
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/models/claude-x").expect("ok"),
+            Endpoint::GetModel(Arc::from("claude-x"))
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/models/a/b")
+                .expect_err("nested")
+                .kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            route(&Method::PUT, "/v1/models")
+                .expect_err("method")
+                .kind(),
+            ErrorKind::MethodNotAllowed
+        );
     }
 }
