@@ -222,7 +222,7 @@ proptest! {
             prop_assert_eq!(re.len(), events.len());
             for (a, b) in re.iter().zip(&events) {
                 prop_assert_eq!(&a.event, &b.event);
-                let (va, vb): (Value, Value) = (serde_json::from_str(&a.data).unwrap(), serde_json::from_str(&b.data).unwrap());
+                let (va, vb): (Value, Value) = (serde_json::from_str(&a.data).expect("json"), serde_json::from_str(&b.data).expect("json"));
                 if a.event.as_deref() == Some("error") {
                     prop_assert_eq!(&va["error"]["type"], &vb["error"]["type"]);
                     prop_assert_eq!(&va["error"]["message"], &vb["error"]["message"]);
@@ -245,9 +245,9 @@ proptest! {
 
     #[test]
     fn requests_round_trip_with_unknown_fields_and_blocks(req in request()) {
-        let bytes = serde_json::to_vec(&req).unwrap();
+        let bytes = serde_json::to_vec(&req).expect("json");
         let typed = ai_gateway::core::codec::parse_json(&bytes).expect("valid request");
-        prop_assert_eq!(serde_json::to_value(&typed).unwrap(), req);
+        prop_assert_eq!(serde_json::to_value(&typed).expect("json"), req);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use tower::Service;
 /// One scripted answer.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // test scripts: clarity over size
 pub enum Script {
     /// A whole message.
     Message(MessagesResponse),

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need on a fresh Debian machine, then runs
+# fmt check, clippy (-D warnings), the whole test suite (Rust unit, integration, property
+# and doc tests, plus the official Python SDK tests against the real gateway), and a
+# check that the release example gateway serves the SDK from its demo upstream.
+#
+# Usage: bash scripts/test.sh          (CI: .ci/run calls exactly this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "system packages"
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+echo "ok: python3 $(python3 --version 2>&1 | cut -d' ' -f2)"
+
+step "python venv with the official SDKs"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+.venv/bin/python -c 'import anthropic, openai, pytest; print("anthropic", anthropic.__version__, "| openai", openai.__version__, "| pytest", pytest.__version__)'
+export AI_GATEWAY_PYTHON="$root/.venv/bin/python"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (workspace, all targets and doc tests)"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
+echo "rust tests passed in total: $passed"
+
+step "example gateway (release) + official SDK against its demo upstream"
+cargo build --release --locked --example gateway
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+log=$(mktemp)
+env -u ANTHROPIC_API_KEY ./target/release/examples/gateway --listen "127.0.0.1:$port" >"$log" 2>&1 &
+gw=$!
+trap 'kill $gw 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if curl -s -o /dev/null "http://127.0.0.1:$port/v1/models"; then break; fi
+  sleep 0.1
+done
+grep -q "demo upstream" "$log" || { echo "the gateway did not announce the demo upstream:"; cat "$log"; exit 1; }
+.venv/bin/python tests/python/demo_check.py "http://127.0.0.1:$port"
+kill $gw
+wait $gw 2>/dev/null || true
+trap - EXIT
+
+step "done"
+echo "all checks passed"

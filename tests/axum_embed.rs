@@ -1,0 +1,58 @@
+//! Embedding: the edge codec and a provider mounted in a plain axum `Router` next to a
+//! non-AI route, as a Rust team would put them in its own service.
+
+mod common;
+
+use ai_gateway::core::MessagesCodecLayer;
+use ai_gateway::provider::DemoProvider;
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use std::time::Duration;
+use tower::{ServiceBuilder, ServiceExt};
+
+fn app() -> Router {
+    let messages = ServiceBuilder::new()
+        .layer(MessagesCodecLayer::new().body_limit(1024 * 1024))
+        .service(DemoProvider::new().delay(Duration::ZERO));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route_service("/v1/messages", messages.clone())
+        .route_service("/v1/messages/count_tokens", messages.clone())
+        .route_service("/v1/models", messages)
+}
+
+#[tokio::test]
+async fn codec_and_provider_serve_inside_an_axum_router() {
+    let req = Request::post("/v1/messages")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            r#"{"model":"claude-sonnet-4-5","max_tokens":32,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .expect("request");
+    let resp = app().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let evs = common::parse_sse(&body);
+    assert_eq!(evs.first().map(|e| e.0.as_str()), Some("message_start"));
+    assert_eq!(evs.last().map(|e| e.0.as_str()), Some("message_stop"));
+
+    let resp = app().oneshot(Request::get("/healthz").body(axum::body::Body::empty()).expect("req")).await.expect("ok");
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn axum_served_over_a_real_socket() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app()).await });
+    let req = Request::post(format!("http://{addr}/v1/messages"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"model":"m","messages":[]}"#)))
+        .expect("request");
+    let (status, _, body) = common::send(req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(common::error_json(&body).1, "max_tokens: field required");
+}
