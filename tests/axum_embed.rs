@@ -39,18 +39,29 @@ async fn codec_and_provider_serve_inside_an_axum_router() {
     assert_eq!(evs.first().map(|e| e.0.as_str()), Some("message_start"));
     assert_eq!(evs.last().map(|e| e.0.as_str()), Some("message_stop"));
 
-    let resp = app().oneshot(Request::get("/healthz").body(axum::body::Body::empty()).expect("req")).await.expect("ok");
+    let resp = app()
+        .oneshot(
+            Request::get("/healthz")
+                .body(axum::body::Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("ok");
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn axum_served_over_a_real_socket() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app()).await });
     let req = Request::post(format!("http://{addr}/v1/messages"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(br#"{"model":"m","messages":[]}"#)))
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"m","messages":[]}"#,
+        )))
         .expect("request");
     let (status, _, body) = common::send(req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
