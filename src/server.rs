@@ -26,6 +26,10 @@ pub struct ServerConfig {
     /// Time a client has to send the request headers; a slower client is disconnected
     /// (no request was read, so there is nothing to answer). Default 30 seconds.
     pub header_read_timeout: Duration,
+    /// Longest a write to a client may stay blocked: a client that stops reading a
+    /// stream (its socket buffers full) is disconnected after this, which drops the
+    /// upstream request. `None` waits forever. Default 60 seconds.
+    pub write_timeout: Option<Duration>,
     /// The edge codec (body limit 32 MiB, body timeout 60 s by default).
     pub codec: MessagesCodecLayer,
 }
@@ -34,6 +38,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             header_read_timeout: Duration::from_secs(30),
+            write_timeout: Some(Duration::from_secs(60)),
             codec: MessagesCodecLayer::new(),
         }
     }
@@ -53,7 +58,7 @@ fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response<Ful
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then waits for open
 /// connections to finish. Sets TCP_NODELAY on every accepted socket (small SSE writes
-/// must not wait for a delayed ACK).
+/// must not wait for a delayed ACK) and applies the header-read and write timeouts.
 pub async fn serve<P>(
     listener: TcpListener,
     provider: P,
@@ -98,8 +103,10 @@ where
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(config.write_timeout);
         let conn = builder.serve_connection_with_upgrades(
-            TokioIo::new(stream),
+            TokioIo::new(Box::pin(stream)),
             TowerToHyperService::new(svc.clone()),
         );
         let conn = graceful.watch(conn.into_owned());

@@ -620,33 +620,12 @@ async fn a_client_that_disconnects_mid_stream_drops_the_upstream_request() {
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let (mut s, _) = raw.accept().await.expect("accept");
-        let mut buf = vec![0u8; 65536];
-        let mut req = Vec::new();
-        // Read the request head and body (content-length delimited).
-        loop {
-            let n = s.read(&mut buf).await.expect("read");
-            req.extend_from_slice(&buf[..n]);
-            if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&req[..end]).to_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map(|v| v.trim().parse().expect("len"))
-                    .unwrap_or(0);
-                if req.len() >= end + 4 + len {
-                    break;
-                }
-            }
-        }
+        raw::read_request(&mut s).await;
         let first = sse_frames(&fixture("anthropic/stream_text.sse"))[0].clone();
-        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-        s.write_all(head.as_bytes()).await.expect("head");
-        s.write_all(format!("{:x}\r\n", first.len()).as_bytes())
-            .await
-            .expect("chunk");
-        s.write_all(&first).await.expect("chunk");
-        s.write_all(b"\r\n").await.expect("chunk");
+        raw::write_sse_head(&mut s).await.expect("head");
+        raw::write_chunk(&mut s, &first).await.expect("chunk");
         // Now wait: no more events. The socket closes only if the gateway drops it.
+        let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).await.unwrap_or(0);
         assert_eq!(n, 0, "nothing but the close arrives");
         let _ = closed_tx.send(());
@@ -687,4 +666,96 @@ async fn every_response_carries_a_request_id() {
     assert_eq!(h["request-id"], id.as_str());
     let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
     assert_eq!(v["request_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_dropped() {
+    use tokio::io::AsyncWriteExt;
+    // The upstream streams large events as fast as it can; the client never reads. Once
+    // every buffer on the way is full, the gateway's write to the client blocks; the write
+    // timeout closes the client connection, which drops the upstream request.
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let raw_addr = raw.local_addr().expect("addr");
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<usize>();
+    tokio::spawn(async move {
+        let (mut s, _) = raw.accept().await.expect("accept");
+        raw::read_request(&mut s).await;
+        raw::write_sse_head(&mut s).await.expect("head");
+        let start = sse_frames(&fixture("anthropic/stream_text.sse"));
+        for f in &start[..2] {
+            raw::write_chunk(&mut s, f).await.expect("chunk");
+        }
+        let text = "x".repeat(64 * 1024);
+        let event = format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{text}\"}}}}\n\n"
+        );
+        let mut sent = 0usize;
+        // Bounded: 4 GiB would take far longer than the test's timeout.
+        while sent < 4 << 30 {
+            if raw::write_chunk(&mut s, event.as_bytes()).await.is_err() {
+                break;
+            }
+            sent += event.len();
+        }
+        let _ = s.shutdown().await;
+        let _ = closed_tx.send(sent);
+    });
+    let gw = start_gateway(
+        &format!("http://{raw_addr}"),
+        GatewayOpts {
+            write_timeout: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(gw).await.expect("connect");
+    let body = serde_json::to_vec(&messages_body("anything", true)).expect("json");
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.expect("write");
+    client.write_all(&body).await.expect("write");
+    // Never read.
+    let sent = tokio::time::timeout(Duration::from_secs(20), closed_rx)
+        .await
+        .expect("the upstream connection is dropped once the client stalls")
+        .expect("observer ran");
+    assert!(sent > 0);
+    drop(client);
+}
+
+#[tokio::test]
+async fn a_panicking_provider_gives_an_anthropic_shaped_500_and_the_server_lives_on() {
+    let provider = tower::service_fn(
+        |req: Request<ai_gateway::core::MessagesRequest>| async move {
+            if req.body().model == "boom" {
+                panic!("provider bug");
+            }
+            Ok::<_, ai_gateway::core::AiError>(http::Response::new(ai_gateway::core::AiBody::Json(
+                json!({"ok": true}),
+            )))
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = listener.local_addr().expect("addr");
+    tokio::spawn(ai_gateway::server::serve(
+        listener,
+        provider,
+        Default::default(),
+        std::future::pending(),
+    ));
+    let (s, h, b) = post_json(gw, messages_body("boom", false)).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(
+        error_json(&b),
+        ("api_error".to_owned(), "internal error".to_owned())
+    );
+    let (s, _, _) = post_json(gw, messages_body("fine", false)).await;
+    assert_eq!(s, StatusCode::OK);
 }

@@ -254,6 +254,7 @@ pub struct GatewayOpts {
     pub body_limit: usize,
     pub body_timeout: Duration,
     pub header_read_timeout: Duration,
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for GatewayOpts {
@@ -264,6 +265,7 @@ impl Default for GatewayOpts {
             body_limit: 32 * 1024 * 1024,
             body_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -279,8 +281,14 @@ pub async fn start_gateway(upstream: &str, opts: GatewayOpts) -> SocketAddr {
         .idle_timeout(opts.idle_timeout)
         .build()
         .expect("provider");
+    serve_provider(provider, opts).await
+}
+
+/// Starts the real gateway with a provider built by the test.
+pub async fn serve_provider(provider: AnthropicProvider, opts: GatewayOpts) -> SocketAddr {
     let config = ServerConfig {
         header_read_timeout: opts.header_read_timeout,
+        write_timeout: opts.write_timeout,
         codec: ai_gateway::core::MessagesCodecLayer::new()
             .body_limit(opts.body_limit)
             .body_timeout(opts.body_timeout),
@@ -358,4 +366,46 @@ pub fn parse_sse(body: &[u8]) -> Vec<(String, serde_json::Value)> {
         ));
     }
     out
+}
+
+/// Raw upstream helpers: a hand-written HTTP/1.1 server, so a test can watch its socket.
+pub mod raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Reads one request (head + content-length body).
+    pub async fn read_request(s: &mut TcpStream) -> Vec<u8> {
+        let mut buf = vec![0u8; 65536];
+        let mut req = Vec::new();
+        loop {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "connection closed before the request was complete");
+            req.extend_from_slice(&buf[..n]);
+            if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&req[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().expect("len"))
+                    .unwrap_or(0);
+                if req.len() >= end + 4 + len {
+                    return req;
+                }
+            }
+        }
+    }
+
+    /// Writes the head of a chunked `text/event-stream` response.
+    pub async fn write_sse_head(s: &mut TcpStream) -> std::io::Result<()> {
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+    }
+
+    /// Writes one chunk.
+    pub async fn write_chunk(s: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+        s.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+            .await?;
+        s.write_all(data).await?;
+        s.write_all(b"\r\n").await
+    }
 }

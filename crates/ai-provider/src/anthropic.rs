@@ -49,6 +49,7 @@ pub struct AnthropicBuilder {
     idle_timeout: Duration,
     pool_idle_timeout: Duration,
     max_body: usize,
+    extra_roots: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for AnthropicBuilder {
@@ -116,6 +117,13 @@ impl AnthropicBuilder {
         self
     }
 
+    /// Trusts one more root certificate (DER), besides the bundled webpki roots: for a
+    /// corporate TLS proxy or a private endpoint. May be called several times.
+    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots.push(der.into());
+        self
+    }
+
     /// Builds the provider and its connection pool (TLS with the webpki roots, HTTP/2 when
     /// the server offers it by ALPN, TCP_NODELAY on).
     pub fn build(self) -> Result<AnthropicProvider, ConfigError> {
@@ -145,9 +153,23 @@ impl AnthropicBuilder {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(self.connect_timeout));
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for der in self.extra_roots {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der))
+                .map_err(|e| ConfigError(format!("invalid root certificate: {e}")))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError(format!("tls setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-            .map_err(|e| ConfigError(format!("tls setup failed: {e}")))?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -223,6 +245,7 @@ impl AnthropicProvider {
             idle_timeout: Duration::from_secs(120),
             pool_idle_timeout: Duration::from_secs(90),
             max_body: 64 * 1024 * 1024,
+            extra_roots: Vec::new(),
         }
     }
 
