@@ -366,7 +366,7 @@ mod tests {
 
     fn start(input: u64) -> StreamEvent {
         StreamEvent::MessageStart(MessageStartEvent {
-            message: MessagesResponse {
+            message: Box::new(MessagesResponse {
                 id: "msg_1".into(),
                 kind: "message".into(),
                 model: "claude-test".into(),
@@ -377,7 +377,7 @@ mod tests {
                     ..Default::default()
                 },
                 ..Default::default()
-            },
+            }),
             extra: Default::default(),
         })
     }

@@ -87,7 +87,7 @@ fn events(input_tokens: u64, model: &str) -> Vec<StreamEvent> {
     let output = (ANSWER.len() as u64).div_ceil(4);
     let mut evs = vec![
         StreamEvent::MessageStart(MessageStartEvent {
-            message: MessagesResponse {
+            message: Box::new(MessagesResponse {
                 id: message_id(),
                 kind: "message".into(),
                 role: Role::Assistant,
@@ -103,12 +103,12 @@ fn events(input_tokens: u64, model: &str) -> Vec<StreamEvent> {
                     ..Default::default()
                 },
                 extra: Default::default(),
-            },
+            }),
             extra: Default::default(),
         }),
         StreamEvent::ContentBlockStart(ContentBlockStartEvent {
             index: 0,
-            content_block: ContentBlock::text(""),
+            content_block: Box::new(ContentBlock::text("")),
             extra: Default::default(),
         }),
         StreamEvent::Ping(PingEvent::default()),

@@ -5,8 +5,9 @@ use serde_json::Value;
 wire_struct! {
     /// `message_start`: the message shell with input usage.
     pub struct MessageStartEvent {
-        /// The message, with empty content.
-        req message: MessagesResponse,
+        /// The message, with empty content (boxed: it is the one large event, and every
+        /// event is moved through each layer's stream).
+        req message: Box<MessagesResponse>,
     }
 }
 
@@ -15,8 +16,8 @@ wire_struct! {
     pub struct ContentBlockStartEvent {
         /// Block index.
         req index: u32,
-        /// The block, with empty text/input.
-        req content_block: ContentBlock,
+        /// The block, with empty text/input (boxed, like `message_start`'s message).
+        req content_block: Box<ContentBlock>,
     }
 }
 
