@@ -60,7 +60,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("ai-gateway listening on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    println!("ai-gateway listening on http://{local}");
+    if !local.ip().is_loopback() && std::env::var_os("ANTHROPIC_API_KEY").is_some() {
+        println!(
+            "warning: this build does not authenticate callers yet; anyone who reaches {local} spends the vendor key"
+        );
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         println!("shutting down");

@@ -302,6 +302,20 @@ async fn count_tokens_and_models_are_forwarded() {
     );
     assert_eq!(up.last().uri.path(), "/v1/messages/count_tokens");
 
+    // The SDKs' beta resources add `?beta=true`: it reaches the upstream.
+    let req = Request::post(format!("http://{gw}/v1/messages?beta=true"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(&messages_body("replay/message_basic", false)).expect("json"),
+        )))
+        .expect("request");
+    let (status, _, _) = send(req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        up.last().uri.path_and_query().expect("pq").as_str(),
+        "/v1/messages?beta=true"
+    );
+
     let req = Request::get(format!("http://{gw}/v1/models?limit=5&after_id=abc"))
         .body(Full::default())
         .expect("request");

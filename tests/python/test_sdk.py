@@ -124,3 +124,11 @@ def test_async_client_streams_too(gateway_url):
 
     final = asyncio.run(run())
     assert same_message(final, expected("stream_text")["final"])
+
+
+def test_beta_resource_with_betas_header(client):
+    # `client.beta.messages` posts to /v1/messages?beta=true with an anthropic-beta header.
+    msg = client.beta.messages.create(
+        model="replay/message_basic", max_tokens=64, messages=USER, betas=["token-efficient-tools-2025-02-19"]
+    )
+    assert msg.content[0].text == "The capital of France is Paris."

@@ -258,14 +258,7 @@ impl AnthropicProvider {
         let (method, path) = match endpoint {
             Endpoint::Messages => (Method::POST, "/v1/messages".to_owned()),
             Endpoint::CountTokens => (Method::POST, "/v1/messages/count_tokens".to_owned()),
-            Endpoint::ListModels => {
-                let q = req
-                    .uri()
-                    .query()
-                    .map(|q| format!("?{q}"))
-                    .unwrap_or_default();
-                (Method::GET, format!("/v1/models{q}"))
-            }
+            Endpoint::ListModels => (Method::GET, "/v1/models".to_owned()),
             Endpoint::GetModel(id) => (Method::GET, format!("/v1/models/{id}")),
             _ => {
                 return Err(AiError::new(
@@ -274,10 +267,17 @@ impl AnthropicProvider {
                 ));
             }
         };
+        // The query string is the caller's (`?beta=true` from the SDKs' beta resources,
+        // `limit`/`after_id` on models) and goes along unchanged.
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
         let uri = Uri::builder()
             .scheme(s.scheme.clone())
             .authority(s.authority.clone())
-            .path_and_query(format!("{}{}", s.prefix, path))
+            .path_and_query(format!("{}{}{}", s.prefix, path, query))
             .build()
             .map_err(|_| AiError::invalid_request("request path is invalid"))?;
         let body = if method == Method::POST {

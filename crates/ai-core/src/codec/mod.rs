@@ -29,7 +29,7 @@ use crate::ext::{Endpoint, RequestId, Timings};
 use crate::wire::MessagesRequest;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::convert::Infallible;
@@ -462,12 +462,6 @@ pub fn error_response(e: AiError, request_id: &RequestId) -> Response<CodecBody>
     }
     if let Some(Ok(v)) = e.request_id().map(HeaderValue::from_str) {
         headers.insert("request-id", v);
-    }
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-        && !resp.headers().contains_key(header::ALLOW)
-    {
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
     }
     resp
 }

@@ -1,0 +1,255 @@
+//! End-to-end overhead of the gateway: the same requests sent straight to a local mock
+//! upstream and through the gateway, interleaved in one run, so the added latency reads
+//! as a difference and a ratio on the same noisy machine (DESIGN.md section 7).
+//!
+//! ```sh
+//! cargo run --release --example e2e_bench -- [--requests N]
+//! ```
+//!
+//! Each of mock upstream, gateway and client runs on its own single-threaded runtime
+//! (one thread each). On a small VM, cross-core wake-ups dominate sub-millisecond
+//! latencies and depend on where the scheduler puts the threads; `taskset -c 0` (all
+//! three threads on one core) gives the repeatable figure. `--demo` serves the gateway's
+//! demo upstream instead of proxying, to isolate the server-side cost. Requests are the 2 KB Messages request
+//! of `benches/data/request_2k.json`; non-streaming answers replay
+//! `tests/fixtures/anthropic/message_basic.json`, streaming answers replay
+//! `tests/fixtures/anthropic/stream_text.sse` one event per write.
+
+use ai_gateway::provider::AnthropicProvider;
+use ai_gateway::server::{ServerConfig, serve};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const REQUEST: &[u8] = include_bytes!("../benches/data/request_2k.json");
+const MESSAGE: &[u8] = include_bytes!("../tests/fixtures/anthropic/message_basic.json");
+const STREAM: &[u8] = include_bytes!("../tests/fixtures/anthropic/stream_text.sse");
+
+static CONNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn upstream(req: Request<hyper::body::Incoming>) -> Result<Response<BoxBody>, Infallible> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let stream = memchr_contains(&body, b"\"stream\":true");
+    let mut resp = if stream {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = std::str::from_utf8(STREAM)
+            .expect("utf8")
+            .split_inclusive("\n\n")
+            .map(|e| Ok(Frame::data(Bytes::from_static(e.as_bytes()))))
+            .collect();
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+            frames,
+        ))));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        r
+    } else {
+        let mut r = Response::new(Full::new(Bytes::from_static(MESSAGE)).boxed());
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    resp.headers_mut()
+        .insert("request-id", http::HeaderValue::from_static("req_bench"));
+    Ok(resp)
+}
+
+fn memchr_contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn start_upstream() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    break;
+                };
+                CONNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = s.set_nodelay(true);
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), hyper::service::service_fn(upstream))
+                        .await;
+                });
+            }
+        });
+    });
+    rx.recv().expect("upstream address")
+}
+
+fn start_gateway(upstream: SocketAddr, demo: bool) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let provider = AnthropicProvider::builder()
+                .api_key("sk-bench")
+                .base_url(format!("http://{upstream}"))
+                .build()
+                .expect("provider");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            if demo {
+                let demo = ai_gateway::provider::DemoProvider::new().delay(Duration::ZERO);
+                let _ = serve(
+                    listener,
+                    demo,
+                    ServerConfig::default(),
+                    std::future::pending(),
+                )
+                .await;
+            } else {
+                let _ = serve(
+                    listener,
+                    provider,
+                    ServerConfig::default(),
+                    std::future::pending(),
+                )
+                .await;
+            }
+        });
+    });
+    rx.recv().expect("gateway address")
+}
+
+struct Stats(Vec<Duration>);
+
+impl Stats {
+    fn pct(&mut self, p: f64) -> Duration {
+        self.0.sort_unstable();
+        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0[i]
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn one(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    body: &Bytes,
+) -> Duration {
+    let req = Request::post(format!("http://{addr}/v1/messages"))
+        .header("content-type", "application/json")
+        .header("x-api-key", "sk-bench")
+        .header("anthropic-version", "2023-06-01")
+        .body(Full::new(body.clone()))
+        .expect("request");
+    let t = Instant::now();
+    let resp = client.request(req).await.expect("response");
+    assert!(resp.status().is_success(), "status {}", resp.status());
+    let _ = resp.into_body().collect().await.expect("body");
+    t.elapsed()
+}
+
+fn main() {
+    let mut n = 2000usize;
+    let mut demo = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--requests" => n = args.next().and_then(|v| v.parse().ok()).unwrap_or(n),
+            "--demo" => demo = true,
+            other => {
+                eprintln!("unknown argument {other}; usage: e2e_bench [--requests N] [--demo]");
+                return;
+            }
+        }
+    }
+    let up = start_upstream();
+    let gw = start_gateway(up, demo);
+    if demo {
+        println!(
+            "--demo: the gateway answers from its demo upstream (server-side cost only, no upstream hop)"
+        );
+    }
+    let plain = Bytes::from_static(REQUEST);
+    let mut v: serde_json::Value = serde_json::from_slice(REQUEST).expect("json");
+    v["stream"] = serde_json::json!(true);
+    let streaming = Bytes::from(serde_json::to_vec(&v).expect("json"));
+
+    runtime().block_on(async move {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        for (name, body) in [("non-streaming 2 KB request", &plain), ("streaming (stream_text.sse, 10 events), whole stream", &streaming)] {
+            // Warm up both paths (connections, caches).
+            for _ in 0..200 {
+                one(&client, up, body).await;
+                one(&client, gw, body).await;
+            }
+            let (mut direct, mut through) = (Stats(Vec::with_capacity(n)), Stats(Vec::with_capacity(n)));
+            for _ in 0..n / 50 {
+                for _ in 0..50 {
+                    direct.0.push(one(&client, up, body).await);
+                }
+                for _ in 0..50 {
+                    through.0.push(one(&client, gw, body).await);
+                }
+            }
+            let (d50, d99, g50, g99) = (direct.pct(0.5), direct.pct(0.99), through.pct(0.5), through.pct(0.99));
+            println!("{name}, concurrency 1, {} requests each path, interleaved:", direct.0.len());
+            println!("  direct   p50 {:8.1} us   p99 {:8.1} us", us(d50), us(d99));
+            println!("  gateway  p50 {:8.1} us   p99 {:8.1} us", us(g50), us(g99));
+            println!(
+                "  added    p50 {:8.1} us   p99 {:8.1} us   ratio gateway/direct p50 {:.2}",
+                us(g50) - us(d50),
+                us(g99) - us(d99),
+                us(g50) / us(d50)
+            );
+        }
+        println!("upstream connections accepted: {}", CONNS.load(std::sync::atomic::Ordering::Relaxed));
+        // Throughput of the gateway on its one core: 4 concurrent clients, 2 s.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let client = client.clone();
+            let body = plain.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    one(&client, gw, &body).await;
+                    done += 1;
+                }
+                done
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        println!("gateway throughput, non-streaming, 4 clients on one client thread: {:.0} req/s (client-bound on 2 cores)", total as f64 / 2.0);
+    });
+}
