@@ -35,6 +35,12 @@ export AI_GATEWAY_PYTHON="$root/.venv/bin/python"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "cargo deny (licences, bans, sources; advisories need the RustSec database, not reachable here)"
+if ! command -v cargo-deny >/dev/null; then
+  cargo install --locked --quiet cargo-deny
+fi
+cargo deny --log-level error check bans licenses sources
+
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
