@@ -773,3 +773,29 @@ async fn a_panicking_provider_gives_an_anthropic_shaped_500_and_the_server_lives
     let (s, _, _) = post_json(gw, messages_body("fine", false)).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn http2_clients_get_the_same_stream() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = Request::post(format!("http://{gw}/v1/messages"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(&messages_body("replay/stream_tool_use", true)).expect("json"),
+        )))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(
+        parse_sse(&body),
+        parse_sse(&fixture("anthropic/stream_tool_use.sse"))
+    );
+}

@@ -325,6 +325,7 @@ pin_project_lite::pin_project! {
         body: B,
         parser: SseParser,
         idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+        timings: Option<crate::ext::Timings>,
         done: bool,
     }
 }
@@ -347,8 +348,15 @@ impl<B> BodyEvents<B> {
             body,
             parser: SseParser::new(),
             idle,
+            timings: None,
             done: false,
         }
+    }
+
+    /// Records the first content delta (time to first token) in `timings`.
+    pub fn with_timings(mut self, timings: Option<crate::ext::Timings>) -> Self {
+        self.timings = timings;
+        self
     }
 }
 
@@ -368,8 +376,14 @@ where
             match this.parser.next_event() {
                 Some(Ok(ev)) => {
                     let item = typed_event(&ev);
-                    if item.is_err() {
-                        *this.done = true;
+                    match &item {
+                        Err(_) => *this.done = true,
+                        Ok(StreamEvent::ContentBlockDelta(_)) => {
+                            if let Some(t) = this.timings.take() {
+                                t.mark_first_token();
+                            }
+                        }
+                        Ok(_) => {}
                     }
                     return Poll::Ready(Some(item));
                 }
@@ -540,6 +554,40 @@ mod tests {
     #[test]
     fn unterminated_event_is_dropped() {
         assert!(all(b"data: never dispatched\n").is_empty());
+    }
+
+    #[tokio::test]
+    async fn body_events_decode_a_body_and_mark_the_first_token() {
+        use futures_util::StreamExt;
+        let text = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"x\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":1}}}\n\n\
+                    event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n";
+        let timings = crate::ext::Timings::start_now();
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(text.as_bytes()));
+        let mut s = Box::pin(
+            BodyEvents::new(body, Duration::from_secs(5)).with_timings(Some(timings.clone())),
+        );
+        let first = s.next().await.expect("event").expect("ok");
+        assert_eq!(first.type_name(), "message_start");
+        assert!(
+            timings.first_token().is_none(),
+            "message_start is not a token"
+        );
+        let second = s.next().await.expect("event").expect("ok");
+        assert_eq!(second.type_name(), "content_block_delta");
+        assert!(timings.first_token().is_some());
+        assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn body_events_end_with_upstream_timeout_when_the_body_goes_quiet() {
+        use futures_util::StreamExt;
+        let pending = http_body_util::StreamBody::new(futures_util::stream::pending::<
+            Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+        >());
+        let mut s = Box::pin(BodyEvents::new(pending, Duration::from_secs(30)));
+        let err = s.next().await.expect("item").expect_err("timeout");
+        assert_eq!(err.kind(), crate::error::ErrorKind::UpstreamTimeout);
+        assert!(s.next().await.is_none());
     }
 
     #[test]

@@ -361,7 +361,8 @@ impl AnthropicProvider {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let model = req.body().model.clone();
         let mut out = if is_sse {
-            Response::new(AiBody::from_events(BodyEvents::new(body, s.idle_timeout)))
+            let events = BodyEvents::new(body, s.idle_timeout).with_timings(timings);
+            Response::new(AiBody::from_events(events))
         } else {
             let bytes = read_limited(body, s.max_body, s.idle_timeout).await?;
             let body = match endpoint {
