@@ -44,6 +44,15 @@ cargo deny --log-level error check bans licenses sources
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo doc (-D warnings: broken intra-doc links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --workspace --all-features --quiet
+
+step "feature combinations build on their own"
+cargo check --locked --quiet --no-default-features
+cargo check --locked --quiet --no-default-features --features provider
+cargo check --locked --quiet -p ai-core --no-default-features
+cargo check --locked --quiet -p ai-core --features test-util
+
 step "cargo test (workspace: unit, integration, property, doc tests)"
 mkdir -p target
 cargo test --workspace --locked --no-fail-fast -- --skip official_anthropic_sdk 2>&1 | tee target/test-output.txt
