@@ -30,6 +30,8 @@ pub struct ServerConfig {
     /// stream (its socket buffers full) is disconnected after this, which drops the
     /// upstream request. `None` waits forever. Default 60 seconds.
     pub write_timeout: Option<Duration>,
+    /// How long shutdown waits for open requests (streams) to finish. Default 30 seconds.
+    pub shutdown_timeout: Duration,
     /// The edge codec (body limit 32 MiB, body timeout 60 s by default).
     pub codec: MessagesCodecLayer,
 }
@@ -39,6 +41,7 @@ impl Default for ServerConfig {
         ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             write_timeout: Some(Duration::from_secs(60)),
+            shutdown_timeout: Duration::from_secs(30),
             codec: MessagesCodecLayer::new(),
         }
     }
@@ -84,7 +87,12 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 (h2c) has no idle timeout in hyper: pings find dead peers.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -117,6 +125,11 @@ where
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown timeout; closing them");
+    }
     Ok(())
 }

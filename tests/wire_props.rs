@@ -273,3 +273,29 @@ fn typed_request_is_the_expected_shape() {
     assert_eq!(r.max_tokens, Some(5));
     assert!(matches!(r.system, Some(ai_gateway::core::Content::Text(_))));
 }
+
+#[test]
+fn deep_nesting_on_the_slow_path_is_refused_shallow_is_fine() {
+    // A tool result whose content holds a tool result ..., each with `type` written last.
+    fn nested(depth: usize) -> Value {
+        let mut v = json!({"text": "leaf", "type": "text"});
+        for _ in 0..depth {
+            v = json!({"tool_use_id": "t", "content": [v], "type": "tool_result"});
+        }
+        json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [v]}]})
+    }
+    let ok = serde_json::to_vec(&nested(2)).expect("json");
+    let typed = ai_gateway::core::codec::parse_json(&ok).expect("two levels are what the API uses");
+    assert_eq!(
+        serde_json::to_value(&typed).expect("json"),
+        serde_json::from_slice::<Value>(&ok).expect("json")
+    );
+    let deep = serde_json::to_vec(&nested(40)).expect("json");
+    let err = ai_gateway::core::codec::parse_json(&deep).expect_err("refused");
+    assert_eq!(err.status(), 400);
+    assert!(
+        err.message().contains("nested too deeply"),
+        "{}",
+        err.message()
+    );
+}

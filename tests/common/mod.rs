@@ -289,6 +289,7 @@ pub async fn serve_provider(provider: AnthropicProvider, opts: GatewayOpts) -> S
     let config = ServerConfig {
         header_read_timeout: opts.header_read_timeout,
         write_timeout: opts.write_timeout,
+        shutdown_timeout: Duration::from_secs(5),
         codec: ai_gateway::core::MessagesCodecLayer::new()
             .body_limit(opts.body_limit)
             .body_timeout(opts.body_timeout),

@@ -72,6 +72,9 @@ pub struct SseParser {
     buf: BytesMut,
     /// Bytes of `buf` already consumed.
     pos: usize,
+    /// Bytes after `pos` already searched for a line end (so a long line arriving in many
+    /// chunks is scanned once, not once per chunk).
+    scanned: usize,
     /// The previous line ended in `\r`: skip a `\n` that starts the next chunk.
     skip_lf: bool,
     started: bool,
@@ -105,6 +108,7 @@ impl SseParser {
         SseParser {
             buf: BytesMut::new(),
             pos: 0,
+            scanned: 0,
             skip_lf: false,
             started: false,
             event: None,
@@ -159,14 +163,16 @@ impl SseParser {
                 self.skip_lf = false;
             }
             let rest = &self.buf[self.pos..];
-            let Some(i) = memchr::memchr2(b'\n', b'\r', rest) else {
+            let Some(i) = memchr::memchr2(b'\n', b'\r', &rest[self.scanned..]) else {
                 if rest.len() + self.data.len() > self.max_event_bytes {
                     return Some(Err(self.fail_too_large()));
                 }
+                self.scanned = rest.len();
                 self.compact();
                 return None;
             };
-            let end = self.pos + i;
+            let end = self.pos + self.scanned + i;
+            self.scanned = 0;
             let terminator = self.buf[end];
             let mut next = end + 1;
             if terminator == b'\r' {
@@ -260,19 +266,41 @@ impl SseParser {
     }
 }
 
-/// Writes one event: `event: NAME` (when given), one `data:` line per line of `data`, and
-/// the blank line that dispatches it.
+/// An event name safe to write after `event: `: a name with a line break (which would
+/// let an upstream forge events) becomes `message`, the spec's default.
+fn event_name(name: &str) -> &str {
+    if name.contains(['\r', '\n']) {
+        "message"
+    } else {
+        name
+    }
+}
+
+/// Writes one event: `event: NAME` (when given), one `data:` line per line of `data` (any
+/// of `\r\n`, `\r`, `\n` ends a line), and the blank line that dispatches it.
 pub fn encode(event: Option<&str>, data: &str, out: &mut BytesMut) {
     out.reserve(data.len() + 24);
     if let Some(name) = event {
         out.put_slice(b"event: ");
-        out.put_slice(name.as_bytes());
+        out.put_slice(event_name(name).as_bytes());
         out.put_u8(b'\n');
     }
-    for line in data.split('\n') {
+    let mut rest = data;
+    loop {
+        let (line, next) = match rest.find(['\r', '\n']) {
+            Some(i) => {
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                (&rest[..i], Some(&rest[i + skip..]))
+            }
+            None => (rest, None),
+        };
         out.put_slice(b"data: ");
-        out.put_slice(line.strip_suffix('\r').unwrap_or(line).as_bytes());
+        out.put_slice(line.as_bytes());
         out.put_u8(b'\n');
+        match next {
+            Some(n) => rest = n,
+            None => break,
+        }
     }
     out.put_u8(b'\n');
 }
@@ -282,7 +310,7 @@ pub fn encode(event: Option<&str>, data: &str, out: &mut BytesMut) {
 pub fn encode_event(ev: &StreamEvent, out: &mut BytesMut) {
     out.reserve(128);
     out.put_slice(b"event: ");
-    out.put_slice(ev.type_name().as_bytes());
+    out.put_slice(event_name(ev.type_name()).as_bytes());
     out.put_slice(b"\ndata: ");
     // Serializing our own types into memory cannot fail; a failure would only truncate
     // the line, and the frame still ends in a blank line.
@@ -343,7 +371,7 @@ impl<B> BodyEvents<B> {
     pub fn new(body: B, idle_timeout: impl Into<Option<Duration>>) -> Self {
         let idle = idle_timeout
             .into()
-            .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+            .map(|d| (d, Box::pin(tokio::time::sleep_until(deadline(d)))));
         BodyEvents {
             body,
             parser: SseParser::new(),
@@ -408,7 +436,7 @@ where
                         }
                     }
                     if let Some((d, sleep)) = this.idle.as_mut() {
-                        sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+                        sleep.as_mut().reset(deadline(*d));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -441,6 +469,13 @@ where
             }
         }
     }
+}
+
+/// `now + d`, saturating (a huge timeout means "effectively never", not a panic).
+fn deadline(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Parses a whole recorded stream (tests, fixtures, the demo upstream) into typed items.
@@ -588,6 +623,25 @@ mod tests {
         let err = s.next().await.expect("item").expect_err("timeout");
         assert_eq!(err.kind(), crate::error::ErrorKind::UpstreamTimeout);
         assert!(s.next().await.is_none());
+    }
+
+    #[test]
+    fn encoder_cannot_be_made_to_forge_events() {
+        let mut out = BytesMut::new();
+        encode(Some("x\ndata: forged"), "a\rb\r\nc", &mut out);
+        assert_eq!(&out[..], b"event: message\ndata: a\ndata: b\ndata: c\n\n");
+        let ev: StreamEvent =
+            serde_json::from_str(r#"{"type":"evil\nevent: error"}"#).expect("other");
+        let mut out = BytesMut::new();
+        encode_event(&ev, &mut out);
+        let evs = all(&out);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].event.as_deref(), Some("message"));
+    }
+
+    #[test]
+    fn a_huge_idle_timeout_does_not_overflow() {
+        let _ = deadline(Duration::MAX);
     }
 
     #[test]

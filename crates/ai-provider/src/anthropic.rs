@@ -84,7 +84,8 @@ impl AnthropicBuilder {
         self
     }
 
-    /// Time to establish the TCP (+TLS) connection. Default 10 seconds.
+    /// Time to establish the TCP connection. Default 10 seconds. (The TLS handshake
+    /// that follows counts against the first-byte timeout.)
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self
@@ -98,8 +99,9 @@ impl AnthropicBuilder {
         self
     }
 
-    /// Longest silence allowed between chunks of a response body (the API sends `ping`
-    /// events to keep a stream alive). Default 120 seconds.
+    /// Longest silence allowed between chunks of a streamed response (the API sends
+    /// `ping` events to keep a stream alive); a non-streaming body, which follows its
+    /// headers at once, must arrive whole within it. Default 120 seconds.
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
         self

@@ -240,9 +240,7 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, AiError> {
         "/v1/messages/count_tokens" => (Endpoint::CountTokens, Method::POST),
         "/v1/models" => (Endpoint::ListModels, Method::GET),
         p => match p.strip_prefix("/v1/models/") {
-            Some(id) if !id.is_empty() && !id.contains('/') => {
-                (Endpoint::GetModel(Arc::from(id)), Method::GET)
-            }
+            Some(id) if is_model_id(id) => (Endpoint::GetModel(Arc::from(id)), Method::GET),
             _ => {
                 return Err(AiError::new(ErrorKind::NotFound, "no such endpoint"));
             }
@@ -263,6 +261,18 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, AiError> {
         ));
     }
     Ok(endpoint)
+}
+
+/// Model ids are `[A-Za-z0-9._:@-]+` and not `.`/`..`: nothing that could change the
+/// upstream path (no `/`, no `%`-escapes).
+fn is_model_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 256
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
 }
 
 fn is_json(req_headers: &http::HeaderMap) -> bool {
@@ -380,20 +390,46 @@ pub fn parse_json(bytes: &[u8]) -> Result<MessagesRequest, AiError> {
     })
 }
 
-/// serde_json messages quote input values (`invalid type: string "…"`); cut the quoted
-/// parts and the trailing position so no request content reaches logs or clients.
+/// serde_json messages quote input values (`invalid type: string "…"`, ``unknown variant
+/// `…` ``); cut the quoted parts and the trailing position so no request content reaches
+/// logs or clients. Field names (``missing field `x` ``) and the expected values of
+/// ``unknown variant`` are the schema's and stay.
 fn redact_quotes(msg: &str) -> String {
     let msg = msg.split(" at line ").next().unwrap_or(msg);
+    if msg.starts_with("missing field") || msg.starts_with("duplicate field") {
+        return msg.to_owned();
+    }
+    let unknown_variant = msg.starts_with("unknown variant");
     let mut out = String::with_capacity(msg.len());
-    let mut in_quote = false;
-    for c in msg.chars() {
-        if c == '"' {
-            if !in_quote {
+    let mut chars = msg.chars();
+    let mut backticks = 0;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
                 out.push_str("\"…\"");
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        break;
+                    }
+                }
             }
-            in_quote = !in_quote;
-        } else if !in_quote {
-            out.push(c);
+            '`' => {
+                backticks += 1;
+                let segment: String = chars.by_ref().take_while(|&c| c != '`').collect();
+                if unknown_variant && backticks > 1 {
+                    out.push('`');
+                    out.push_str(&segment);
+                    out.push('`');
+                } else {
+                    out.push_str("`…`");
+                }
+            }
+            c => out.push(c),
         }
     }
     out
@@ -571,6 +607,23 @@ mod tests {
     }
 
     #[test]
+    fn redaction_handles_escapes_and_backticks() {
+        assert_eq!(
+            redact_quotes(r#"invalid type: string "a \"secret\" b", expected u32"#),
+            "invalid type: string \"…\", expected u32"
+        );
+        assert_eq!(
+            redact_quotes("unknown variant `my-secret`, expected `user` or `assistant`"),
+            "unknown variant `…`, expected `user` or `assistant`"
+        );
+        assert_eq!(
+            redact_quotes("missing field `model`"),
+            "missing field `model`"
+        );
+        assert_eq!(redact_quotes("invalid value: `x`"), "invalid value: `…`");
+    }
+
+    #[test]
     fn redaction_removes_quoted_values() {
         assert_eq!(
             redact_quotes("invalid type: string \"my secret\", expected u32 at line 1 column 9"),
@@ -594,6 +647,13 @@ mod tests {
                 .kind(),
             ErrorKind::NotFound
         );
+        for bad in ["..", ".", "a%2Fb", "a%2e%2e", "x y", "a?b"] {
+            assert!(
+                route(&Method::GET, &format!("/v1/models/{bad}")).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(route(&Method::GET, "/v1/models/claude-sonnet-4-5@20250929").is_ok());
         assert_eq!(
             route(&Method::PUT, "/v1/models")
                 .expect_err("method")

@@ -64,3 +64,35 @@ impl<'de, E: de::Error> Deserializer<'de> for MissingField<E> {
         tuple_struct map struct enum identifier ignored_any
     }
 }
+
+/// Most nested objects decoded on the tagged-enum slow path (tag not first). The API
+/// nests content at most twice (a tool result's blocks); the bound keeps a crafted body
+/// from costing (size x depth) work.
+pub(crate) const MAX_SLOW_PATH_DEPTH: u32 = 8;
+
+std::thread_local! {
+    static SLOW_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one level of slow-path nesting on this thread while alive.
+#[derive(Debug)]
+pub(crate) struct SlowPathDepth(());
+
+impl SlowPathDepth {
+    pub(crate) fn enter<E: de::Error>() -> Result<Self, E> {
+        SLOW_DEPTH.with(|d| {
+            let now = d.get() + 1;
+            if now > MAX_SLOW_PATH_DEPTH {
+                return Err(E::custom("content is nested too deeply"));
+            }
+            d.set(now);
+            Ok(SlowPathDepth(()))
+        })
+    }
+}
+
+impl Drop for SlowPathDepth {
+    fn drop(&mut self) {
+        SLOW_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}

@@ -257,7 +257,9 @@ macro_rules! wire_tagged_enum {
                                 }
                             };
                         }
-                        // Slow path: the tag is not the first key.
+                        // Slow path: the tag is not the first key. Each nested level on this
+                        // path is rebuilt once more, so nesting on it is bounded.
+                        let _depth = $crate::wire::de::SlowPathDepth::enter::<A::Error>()?;
                         let mut obj = ::serde_json::Map::new();
                         let v = map.next_value::<::serde_json::Value>()?;
                         obj.insert(first.into_owned(), v);
