@@ -17,7 +17,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId as HeaderRequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 /// Settings of the HTTP server around the stack.
@@ -44,6 +46,20 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             codec: MessagesCodecLayer::new(),
         }
+    }
+}
+
+/// Makes `x-request-id` values with [`ai_core::RequestId::generate`]: unique per process,
+/// no system call per request (a v4 UUID reads the OS random source every time).
+#[derive(Debug, Clone, Copy)]
+struct MakeGatewayId;
+
+impl MakeRequestId for MakeGatewayId {
+    fn make_request_id<B>(&mut self, _req: &Request<B>) -> Option<HeaderRequestId> {
+        let id = ai_core::RequestId::generate();
+        http::HeaderValue::from_str(id.as_str())
+            .ok()
+            .map(HeaderRequestId::new)
     }
 }
 
@@ -76,7 +92,7 @@ where
     P::Future: Send + 'static,
 {
     let svc = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(MakeGatewayId))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))

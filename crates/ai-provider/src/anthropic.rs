@@ -2,6 +2,7 @@
 //! over one pooled hyper-util client.
 
 use ai_core::sse::BodyEvents;
+use ai_core::wire::ErrorEvent;
 use ai_core::{
     AiBody, AiError, Endpoint, ErrorKind, MessagesRequest, MessagesResponse, Served, Timings,
 };
@@ -404,18 +405,11 @@ impl AnthropicProvider {
         let bytes = read_limited(body, 256 * 1024, self.shared.idle_timeout)
             .await
             .unwrap_or_default();
-        let parsed = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
-        let detail = parsed.as_ref().and_then(|v| v.get("error"));
-        let error_type = detail
-            .and_then(|d| d.get("type"))
-            .and_then(|t| t.as_str())
-            .map(str::to_owned);
-        let message = detail
-            .and_then(|d| d.get("message"))
-            .and_then(|t| t.as_str())
-            .map(str::to_owned);
-        let mut err = match error_type {
-            Some(t) => AiError::upstream(status, t, message.unwrap_or_default()),
+        // The error envelope is an `ErrorEvent` (`{"type":"error","error":{..}}`) whose
+        // `request_id` lands in `extra`.
+        let parsed = serde_json::from_slice::<ErrorEvent>(&bytes).ok();
+        let mut err = match &parsed {
+            Some(e) => AiError::upstream(status, e.error.kind.clone(), e.error.message.clone()),
             None => {
                 let kind = ErrorKind::from_status(status);
                 AiError::upstream(
@@ -427,7 +421,7 @@ impl AnthropicProvider {
         };
         let request_id = parsed
             .as_ref()
-            .and_then(|v| v.get("request_id"))
+            .and_then(|e| e.extra.get("request_id"))
             .and_then(|t| t.as_str())
             .map(str::to_owned)
             .or_else(|| {
