@@ -99,12 +99,11 @@ async fn unknown_fields_and_block_types_reach_the_upstream_unchanged() {
 async fn a_stream_reaches_the_client_event_by_event() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
-    let req = Request::post(format!("http://{gw}/v1/messages"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            serde_json::to_vec(&messages_body("pause/stream_text", true)).expect("json"),
-        )))
-        .expect("request");
+    let req = json_request(
+        gw,
+        "/v1/messages",
+        &messages_body("pause/stream_text", true),
+    );
     let resp = tokio::time::timeout(Duration::from_secs(10), client().request(req))
         .await
         .expect("headers arrive while the upstream is paused")
@@ -303,12 +302,11 @@ async fn count_tokens_and_models_are_forwarded() {
     assert_eq!(up.last().uri.path(), "/v1/messages/count_tokens");
 
     // The SDKs' beta resources add `?beta=true`: it reaches the upstream.
-    let req = Request::post(format!("http://{gw}/v1/messages?beta=true"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            serde_json::to_vec(&messages_body("replay/message_basic", false)).expect("json"),
-        )))
-        .expect("request");
+    let req = json_request(
+        gw,
+        "/v1/messages?beta=true",
+        &messages_body("replay/message_basic", false),
+    );
     let (status, _, _) = send(req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -781,12 +779,11 @@ async fn http2_clients_get_the_same_stream() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let req = Request::post(format!("http://{gw}/v1/messages"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            serde_json::to_vec(&messages_body("replay/stream_tool_use", true)).expect("json"),
-        )))
-        .expect("request");
+    let req = json_request(
+        gw,
+        "/v1/messages",
+        &messages_body("replay/stream_tool_use", true),
+    );
     let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
         .await
         .expect("in time")

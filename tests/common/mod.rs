@@ -319,17 +319,25 @@ pub async fn send(req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
     (parts.status, parts.headers, body)
 }
 
+/// A `POST {path}` with a JSON body, as an SDK sends it.
+pub fn json_request(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> Request<Full<Bytes>> {
+    Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).expect("json"),
+        )))
+        .expect("request")
+}
+
 pub async fn post_json(
     addr: SocketAddr,
     body: serde_json::Value,
 ) -> (StatusCode, HeaderMap, Bytes) {
-    let req = Request::post(format!("http://{addr}/v1/messages"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            serde_json::to_vec(&body).expect("json"),
-        )))
-        .expect("request");
-    send(req).await
+    send(json_request(addr, "/v1/messages", &body)).await
 }
 
 pub fn messages_body(model: &str, stream: bool) -> serde_json::Value {
