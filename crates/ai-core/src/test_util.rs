@@ -17,10 +17,8 @@
 use crate::body::AiBody;
 use crate::error::AiError;
 use crate::wire::{ContentBlock, MessagesRequest, MessagesResponse, Role, StreamEvent, Usage};
-use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri};
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -200,11 +198,4 @@ impl Service<Request<MessagesRequest>> for MockProvider {
             }
         })
     }
-}
-
-/// A `service_fn`-style echo handler for non-AI services in tests: always 200, empty body.
-pub fn ok_handler<B>(_req: Request<B>) -> Ready<Result<Response<String>, Infallible>> {
-    let mut r = Response::new(String::new());
-    *r.status_mut() = StatusCode::OK;
-    ready(Ok(r))
 }
