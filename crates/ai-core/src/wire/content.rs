@@ -1,6 +1,6 @@
+use super::raw::RawJson;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::Value;
 use std::fmt;
 
 wire_struct! {
@@ -9,9 +9,9 @@ wire_struct! {
         /// The text.
         req text: String,
         /// Citations attached by the model (responses) or kept from a previous turn.
-        opt citations: Value,
+        opt citations: RawJson,
         /// Prompt-caching breakpoint, e.g. `{"type": "ephemeral"}`.
-        opt cache_control: Value,
+        opt cache_control: RawJson,
     }
 }
 
@@ -19,9 +19,9 @@ wire_struct! {
     /// `{"type": "image"}`: an image given by base64 data, URL or file id.
     pub struct ImageBlock {
         /// The image source object (`base64`, `url`, `file`).
-        req source: Value,
+        req source: RawJson,
         /// Prompt-caching breakpoint.
-        opt cache_control: Value,
+        opt cache_control: RawJson,
     }
 }
 
@@ -29,15 +29,15 @@ wire_struct! {
     /// `{"type": "document"}`: a PDF or text document.
     pub struct DocumentBlock {
         /// The document source object.
-        req source: Value,
+        req source: RawJson,
         /// Optional title.
         opt title: String,
         /// Optional context about the document.
         opt context: String,
         /// Citation settings, e.g. `{"enabled": true}`.
-        opt citations: Value,
+        opt citations: RawJson,
         /// Prompt-caching breakpoint.
-        opt cache_control: Value,
+        opt cache_control: RawJson,
     }
 }
 
@@ -49,9 +49,9 @@ wire_struct! {
         /// Tool name.
         req name: String,
         /// The arguments, a JSON object.
-        req input: Value,
+        req input: RawJson,
         /// Prompt-caching breakpoint.
-        opt cache_control: Value,
+        opt cache_control: RawJson,
     }
 }
 
@@ -65,7 +65,7 @@ wire_struct! {
         /// Whether the tool failed.
         opt is_error: bool,
         /// Prompt-caching breakpoint.
-        opt cache_control: Value,
+        opt cache_control: RawJson,
     }
 }
 

@@ -1,6 +1,6 @@
 use super::content::ContentBlock;
+use super::raw::RawJson;
 use super::response::{MessagesResponse, Usage};
-use serde_json::Value;
 
 wire_struct! {
     /// `message_start`: the message shell with input usage.
@@ -145,7 +145,7 @@ wire_struct! {
     /// `citations_delta`.
     pub struct CitationsDelta {
         /// One citation to add to the current text block.
-        req citation: Value,
+        req citation: RawJson,
     }
 }
 

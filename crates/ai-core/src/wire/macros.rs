@@ -4,7 +4,7 @@
 //! intermediate tree and then deserializes it a second time, which costs several microseconds
 //! on a 2 KB request and breaks borrowed and raw values inside. The macro writes the visitor
 //! serde derive would write, with one extra arm that keeps unknown keys as
-//! `serde_json::Value`.
+//! [`RawJson`](super::RawJson): the exact text the sender wrote.
 //!
 //! Fields are declared as `req name: Type` (always serialized; absent on input is an error,
 //! unless `Type` is an `Option`, which then reads as `None` and writes `null`) or
@@ -80,7 +80,7 @@ macro_rules! wire_struct {
             )*
             /// Fields this version does not model, kept as they came and written back
             /// unchanged, so a new API field passes through the gateway untouched.
-            pub extra: ::serde_json::Map<String, ::serde_json::Value>,
+            pub extra: $crate::wire::Extra,
         }
 
         impl $name {
@@ -91,7 +91,7 @@ macro_rules! wire_struct {
                 map: &mut M,
             ) -> Result<(), M::Error> {
                 $( wire_ser_field!($kind map, wire_key!($field $($key)?), &self.$field); )*
-                for (k, v) in &self.extra {
+                for (k, v) in self.extra.iter() {
                     map.serialize_entry(k, v)?;
                 }
                 Ok(())
@@ -105,7 +105,7 @@ macro_rules! wire_struct {
                 skip: Option<&str>,
             ) -> Result<Self, A::Error> {
                 $( let mut $field: Option<wire_field_ty!($kind $ty)> = None; )*
-                let mut extra = ::serde_json::Map::new();
+                let mut extra = $crate::wire::Extra::new();
                 while let Some(key) = map.next_key::<$crate::wire::de::Key<'de>>()? {
                     let key = key.0;
                     match &*key {
@@ -116,8 +116,8 @@ macro_rules! wire_struct {
                             map.next_value::<::serde::de::IgnoredAny>()?;
                         }
                         _ => {
-                            let v = map.next_value::<::serde_json::Value>()?;
-                            extra.insert(key.into_owned(), v);
+                            let v = map.next_value::<$crate::wire::RawJson>()?;
+                            extra.push(key.into_owned(), v);
                         }
                     }
                 }
@@ -158,9 +158,10 @@ macro_rules! wire_struct {
     };
 }
 
-/// A tagged enum over `wire_struct!` payloads plus an `Other(Value)` fallback for tags this
-/// version does not know. The tag is read in one pass when it is the first key (as every SDK
-/// and the API itself write it); otherwise the object is buffered once and dispatched.
+/// A tagged enum over `wire_struct!` payloads plus an `Other(OtherObject)` fallback for tags
+/// this version does not know, kept as raw JSON. The tag is read in one pass when it is the
+/// first key (as every SDK and the API itself write it); otherwise the members are captured
+/// once as raw JSON and dispatched.
 macro_rules! wire_tagged_enum {
     (
         $(#[$meta:meta])*
@@ -179,8 +180,8 @@ macro_rules! wire_tagged_enum {
                 $(#[$vmeta])*
                 $variant($payload),
             )*
-            /// A tag this version does not model: the whole JSON object, forwarded unchanged.
-            Other(::serde_json::Value),
+            /// A tag this version does not model: the whole object, forwarded unchanged.
+            Other($crate::wire::OtherObject),
         }
 
         impl $name {
@@ -188,26 +189,7 @@ macro_rules! wire_tagged_enum {
             pub fn type_name(&self) -> &str {
                 match self {
                     $( Self::$variant(_) => $value, )*
-                    Self::Other(v) => v.get($tag).and_then(|t| t.as_str()).unwrap_or("unknown"),
-                }
-            }
-
-            fn from_buffered<E: ::serde::de::Error>(
-                mut obj: ::serde_json::Map<String, ::serde_json::Value>,
-            ) -> Result<Self, E> {
-                let tag = match obj.remove($tag) {
-                    Some(::serde_json::Value::String(t)) => t,
-                    Some(_) => return Err(E::custom(concat!("`", $tag, "` must be a string"))),
-                    None => return Err(E::missing_field($tag)),
-                };
-                match tag.as_str() {
-                    $( $value => ::serde_json::from_value::<$payload>(::serde_json::Value::Object(obj))
-                        .map(Self::$variant)
-                        .map_err(E::custom), )*
-                    _ => {
-                        obj.insert($tag.to_owned(), ::serde_json::Value::String(tag));
-                        Ok(Self::Other(::serde_json::Value::Object(obj)))
-                    }
+                    Self::Other(o) => o.tag(),
                 }
             }
         }
@@ -222,7 +204,7 @@ macro_rules! wire_tagged_enum {
                         inner.serialize_fields(&mut map)?;
                         map.end()
                     } )*
-                    Self::Other(v) => v.serialize(s),
+                    Self::Other(o) => o.serialize(s),
                 }
             }
         }
@@ -239,34 +221,63 @@ macro_rules! wire_tagged_enum {
                         self,
                         mut map: A,
                     ) -> Result<$name, A::Error> {
+                        use ::serde::de::Error as _;
                         let first = match map.next_key::<$crate::wire::de::Key<'de>>()? {
                             Some(k) => k.0,
-                            None => return Err(<A::Error as ::serde::de::Error>::missing_field($tag)),
+                            None => return Err(A::Error::missing_field($tag)),
                         };
                         if &*first == $tag {
                             let tag = map.next_value::<$crate::wire::de::Key<'de>>()?.0;
                             return match &*tag {
                                 $( $value => <$payload>::visit_fields(map, Some($tag)).map($name::$variant), )*
                                 _ => {
-                                    let mut obj = ::serde_json::Map::new();
-                                    obj.insert($tag.to_owned(), ::serde_json::Value::String(tag.into_owned()));
-                                    while let Some((k, v)) = map.next_entry::<String, ::serde_json::Value>()? {
-                                        obj.insert(k, v);
+                                    let mut members = Vec::new();
+                                    while let Some(k) = map.next_key::<$crate::wire::de::Key<'de>>()? {
+                                        members.push((k.0, map.next_value::<$crate::wire::RawJson>()?));
                                     }
-                                    Ok($name::Other(::serde_json::Value::Object(obj)))
+                                    let json = $crate::wire::raw::object_text::<A::Error>(
+                                        $tag,
+                                        &tag,
+                                        members.iter().map(|(k, v)| (&**k, v)),
+                                    )?;
+                                    Ok($name::Other($crate::wire::OtherObject::new(tag.into_owned(), json)))
                                 }
                             };
                         }
-                        // Slow path: the tag is not the first key. Each nested level on this
-                        // path is rebuilt once more, so nesting on it is bounded.
+                        // Slow path: the tag is not the first key. The members are kept as
+                        // raw JSON and read again from it, so each nested level on this
+                        // path costs one more pass: nesting on it is bounded.
                         let _depth = $crate::wire::de::SlowPathDepth::enter::<A::Error>()?;
-                        let mut obj = ::serde_json::Map::new();
-                        let v = map.next_value::<::serde_json::Value>()?;
-                        obj.insert(first.into_owned(), v);
-                        while let Some((k, v)) = map.next_entry::<String, ::serde_json::Value>()? {
-                            obj.insert(k, v);
+                        let mut members: Vec<(::std::borrow::Cow<'de, str>, $crate::wire::RawJson)> = Vec::new();
+                        members.push((first, map.next_value()?));
+                        while let Some(k) = map.next_key::<$crate::wire::de::Key<'de>>()? {
+                            members.push((k.0, map.next_value()?));
                         }
-                        $name::from_buffered(obj)
+                        let tag: String = match members.iter().find(|(k, _)| k == $tag) {
+                            Some((_, v)) => v
+                                .as_string()
+                                .ok_or_else(|| A::Error::custom(concat!("`", $tag, "` must be a string")))?,
+                            None => return Err(A::Error::missing_field($tag)),
+                        };
+                        let rest = members.iter().filter(|(k, _)| k != $tag);
+                        match tag.as_str() {
+                            $( $value => {
+                                let access = ::serde::de::value::MapDeserializer::<_, ::serde_json::Error>::new(
+                                    rest.map(|(k, v)| (&**k, v.as_raw_value())),
+                                );
+                                <$payload>::visit_fields(access, None)
+                                    .map($name::$variant)
+                                    .map_err(A::Error::custom)
+                            } )*
+                            _ => Ok($name::Other($crate::wire::OtherObject::new(
+                                tag.clone(),
+                                $crate::wire::raw::object_text::<A::Error>(
+                                    $tag,
+                                    &tag,
+                                    rest.map(|(k, v)| (&**k, v)),
+                                )?,
+                            ))),
+                        }
                     }
                 }
                 d.deserialize_map(V)

@@ -1,6 +1,6 @@
 use super::content::Content;
+use super::raw::RawJson;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,9 +32,9 @@ wire_struct! {
         /// What the tool does.
         opt description: String,
         /// JSON Schema of the input.
-        opt input_schema: Value,
+        opt input_schema: RawJson,
         /// Prompt-caching breakpoint.
-        opt cache_control: Value,
+        opt cache_control: RawJson,
     }
 }
 
@@ -63,11 +63,11 @@ wire_struct! {
         /// Tools the model may call.
         opt tools: Vec<Tool>,
         /// How the model picks tools.
-        opt tool_choice: Value,
+        opt tool_choice: RawJson,
         /// Extended thinking settings.
-        opt thinking: Value,
+        opt thinking: RawJson,
         /// Request metadata, e.g. `{"user_id": "..."}`.
-        opt metadata: Value,
+        opt metadata: RawJson,
         /// Service tier preference.
         opt service_tier: String,
     }

@@ -1,4 +1,10 @@
 use super::content::ContentBlock;
+use super::event::{
+    CitationsDelta, ContentBlockDeltaEvent, ContentBlockStartEvent, ContentBlockStopEvent, Delta,
+    InputJsonDelta, MessageDeltaBody, MessageDeltaEvent, MessageStartEvent, MessageStopEvent,
+    SignatureDelta, StreamEvent, TextDelta, ThinkingDelta,
+};
+use super::raw::{Extra, RawJson};
 use super::request::Role;
 
 wire_struct! {
@@ -35,8 +41,8 @@ impl Usage {
             &mut self.cache_read_input_tokens,
             later.cache_read_input_tokens,
         );
-        for (k, v) in &later.extra {
-            self.extra.insert(k.clone(), v.clone());
+        for (k, v) in later.extra.iter() {
+            self.extra.insert(k, v.clone());
         }
     }
 
@@ -72,5 +78,132 @@ wire_struct! {
         req stop_sequence: Option<String>,
         /// Token counts.
         req usage: Usage,
+    }
+}
+
+impl MessagesResponse {
+    /// The events a streamed answer with this content would have carried, in order:
+    /// `message_start` (the shell, with the usage), for each block `content_block_start`,
+    /// its deltas and `content_block_stop`, then `message_delta` (stop reason and usage)
+    /// and `message_stop`. Accumulating them, as the SDKs do, gives this message back:
+    /// text as one `text_delta` plus a `citations_delta` per citation, a tool's input as
+    /// one `input_json_delta` (its raw JSON, unchanged), thinking as a `thinking_delta`
+    /// and a `signature_delta`; other blocks arrive whole in their `content_block_start`.
+    pub fn into_stream_events(self) -> Vec<StreamEvent> {
+        let MessagesResponse {
+            id,
+            kind,
+            role,
+            content,
+            model,
+            stop_reason,
+            stop_sequence,
+            usage,
+            extra,
+        } = self;
+        let mut out = Vec::with_capacity(3 + content.len() * 3);
+        out.push(StreamEvent::MessageStart(MessageStartEvent {
+            message: Box::new(MessagesResponse {
+                id,
+                kind,
+                role,
+                content: Vec::new(),
+                model,
+                stop_reason: None,
+                stop_sequence: None,
+                usage: usage.clone(),
+                extra,
+            }),
+            extra: Extra::new(),
+        }));
+        for (index, block) in (0u32..).zip(content) {
+            let (start, deltas) = split_block(block);
+            out.push(StreamEvent::ContentBlockStart(ContentBlockStartEvent {
+                index,
+                content_block: Box::new(start),
+                extra: Extra::new(),
+            }));
+            out.extend(deltas.into_iter().map(|delta| {
+                StreamEvent::ContentBlockDelta(ContentBlockDeltaEvent {
+                    index,
+                    delta,
+                    extra: Extra::new(),
+                })
+            }));
+            out.push(StreamEvent::ContentBlockStop(ContentBlockStopEvent {
+                index,
+                extra: Extra::new(),
+            }));
+        }
+        out.push(StreamEvent::MessageDelta(MessageDeltaEvent {
+            delta: MessageDeltaBody {
+                stop_reason,
+                stop_sequence,
+                extra: Extra::new(),
+            },
+            usage: Some(usage),
+            extra: Extra::new(),
+        }));
+        out.push(StreamEvent::MessageStop(MessageStopEvent::default()));
+        out
+    }
+}
+
+/// A block as its `content_block_start` shows it, and the deltas that complete it.
+fn split_block(block: ContentBlock) -> (ContentBlock, Vec<Delta>) {
+    match block {
+        ContentBlock::Text(mut t) => {
+            let mut deltas = Vec::new();
+            let text = std::mem::take(&mut t.text);
+            if !text.is_empty() {
+                deltas.push(Delta::Text(TextDelta {
+                    text,
+                    extra: Extra::new(),
+                }));
+            }
+            if let Some(citations) = t.citations.take() {
+                match citations.parse::<Vec<RawJson>>() {
+                    Ok(list) => deltas.extend(list.into_iter().map(|citation| {
+                        Delta::Citations(CitationsDelta {
+                            citation,
+                            extra: Extra::new(),
+                        })
+                    })),
+                    // `null` or another shape: keep it on the block as it came.
+                    Err(_) => t.citations = Some(citations),
+                }
+            }
+            (ContentBlock::Text(t), deltas)
+        }
+        ContentBlock::ToolUse(mut u) => {
+            let input = std::mem::replace(&mut u.input, RawJson::empty_object());
+            let deltas = if input.get() == "{}" {
+                Vec::new()
+            } else {
+                vec![Delta::InputJson(InputJsonDelta {
+                    partial_json: input.get().to_owned(),
+                    extra: Extra::new(),
+                })]
+            };
+            (ContentBlock::ToolUse(u), deltas)
+        }
+        ContentBlock::Thinking(mut th) => {
+            let mut deltas = Vec::new();
+            let thinking = std::mem::take(&mut th.thinking);
+            if !thinking.is_empty() {
+                deltas.push(Delta::Thinking(ThinkingDelta {
+                    thinking,
+                    extra: Extra::new(),
+                }));
+            }
+            if let Some(signature) = th.signature.replace(String::new()) {
+                deltas.push(Delta::Signature(SignatureDelta {
+                    signature,
+                    extra: Extra::new(),
+                }));
+            }
+            (ContentBlock::Thinking(th), deltas)
+        }
+        other => (other, Vec::new()),
     }
 }
