@@ -7,6 +7,7 @@
     missing_debug_implementations
 )]
 
+use ai_gateway::core::{AiBody, AiError, Completion, CompletionFuture, MessagesRequest};
 use ai_gateway::provider::AnthropicProvider;
 use ai_gateway::server::{ServerConfig, serve};
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
+use tower::ServiceExt;
 
 pub fn fixture_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -62,6 +64,13 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// - `error/<code>`: `anthropic/errors/error_<code>.json` with its recorded status and headers;
 /// - `pause/<name>`: the first event of `<name>.sse`, then waits for [`MockUpstream::release`];
 /// - `stall/first-byte`: never answers; `stall/mid-stream`: two events of `stream_text`, then silence.
+/// - `cut/clean`: `stream_text` up to its second text delta, then the body ends cleanly;
+///   `cut/mid-event`: the same plus half of the next event, then the body ends.
+/// - `gzip/<name>`, `deflate/<name>`, `br/<name>`, `zstd/<name>`: the replay, compressed with
+///   `content-encoding` set; a stream is compressed whole and sent in 40-byte pieces (so
+///   events straddle compressed chunks).
+/// - `bomb/gzip`: a gzip body that decodes to 8 MiB (a message over a small `max_body`).
+/// - `json/<name>`: `<name>.json` as `application/json`, even to a stream request.
 ///
 /// `count_tokens` and `models` answer from `count_tokens.json` and a small list.
 /// Successful answers carry the headers of `default_response_headers.json`.
@@ -175,6 +184,49 @@ impl MockUpstream {
                 let frames = sse_frames(&fixture(&format!("anthropic/{name}.sse")));
                 sse(frames, Some((1, self.gate.clone())))
             }
+            "cut" => {
+                let mut frames = sse_frames(&fixture("anthropic/stream_text.sse"));
+                frames.truncate(5);
+                if name == "mid-event" {
+                    let next = sse_frames(&fixture("anthropic/stream_text.sse"))[5].clone();
+                    frames.push(next.slice(..next.len() / 2));
+                }
+                sse(frames, None)
+            }
+            "gzip" | "deflate" | "br" | "zstd" => {
+                let (file, ctype) = if stream {
+                    (format!("anthropic/{name}.sse"), "text/event-stream")
+                } else {
+                    (format!("anthropic/{name}.json"), "application/json")
+                };
+                let packed = Bytes::from(compress(kind, &fixture(&file)));
+                let pieces: Vec<Bytes> = (0..packed.len())
+                    .step_by(40)
+                    .map(|i| packed.slice(i..(i + 40).min(packed.len())))
+                    .collect();
+                let mut resp = sse(pieces, None);
+                resp.headers_mut()
+                    .insert("content-type", HeaderValue::from_static(ctype));
+                resp.headers_mut().insert(
+                    "content-encoding",
+                    HeaderValue::from_str(kind).expect("value"),
+                );
+                resp
+            }
+            "bomb" => {
+                let mut body = b"{\"pad\":\"".to_vec();
+                body.resize(8 << 20, b' ');
+                body.extend_from_slice(b"\"}");
+                let mut resp = json(StatusCode::OK, compress("gzip", &body), true);
+                resp.headers_mut()
+                    .insert("content-encoding", HeaderValue::from_static("gzip"));
+                resp
+            }
+            "json" => json(
+                StatusCode::OK,
+                fixture(&format!("anthropic/{name}.json")),
+                true,
+            ),
             "stall" if name == "first-byte" => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 json(StatusCode::OK, Vec::new(), false)
@@ -193,6 +245,34 @@ impl MockUpstream {
             }
             _ => json(StatusCode::NOT_FOUND, b"{}".to_vec(), false),
         }
+    }
+}
+
+/// `data` compressed with `encoding` (`gzip`, `deflate`, `br` or `zstd`).
+pub fn compress(encoding: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).expect("gzip");
+            e.finish().expect("gzip")
+        }
+        "deflate" => {
+            // HTTP's `deflate` is the zlib format.
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).expect("deflate");
+            e.finish().expect("deflate")
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(data).expect("br");
+            }
+            out
+        }
+        "zstd" => zstd::encode_all(data, 3).expect("zstd"),
+        other => panic!("no encoder for {other}"),
     }
 }
 
@@ -255,6 +335,7 @@ pub struct GatewayOpts {
     pub body_timeout: Duration,
     pub header_read_timeout: Duration,
     pub write_timeout: Option<Duration>,
+    pub max_body: usize,
 }
 
 impl Default for GatewayOpts {
@@ -266,6 +347,7 @@ impl Default for GatewayOpts {
             body_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             write_timeout: Some(Duration::from_secs(10)),
+            max_body: 64 * 1024 * 1024,
         }
     }
 }
@@ -274,18 +356,70 @@ pub const VENDOR_KEY: &str = "sk-ant-vendor-key-for-tests";
 
 /// Starts the real gateway (the same `serve` the example binary runs) in front of `upstream`.
 pub async fn start_gateway(upstream: &str, opts: GatewayOpts) -> SocketAddr {
-    let provider = AnthropicProvider::builder()
+    serve_provider(provider(upstream, &opts), opts).await
+}
+
+fn provider(upstream: &str, opts: &GatewayOpts) -> AnthropicProvider {
+    AnthropicProvider::builder()
         .api_key(VENDOR_KEY)
         .base_url(upstream)
         .first_byte_timeout(opts.first_byte_timeout)
         .idle_timeout(opts.idle_timeout)
+        .max_body(opts.max_body)
         .build()
-        .expect("provider");
-    serve_provider(provider, opts).await
+        .expect("provider")
+}
+
+/// What the completion hook reported, one entry per finished request.
+#[derive(Clone, Default)]
+pub struct Completions(Arc<Mutex<Vec<Completion>>>);
+
+impl Completions {
+    /// Waits (up to 5 s) for the `n`th completion (from 1) and returns it: the hook runs
+    /// in the server's task, a moment after the client saw the last byte.
+    pub async fn nth(&self, n: usize) -> Completion {
+        for _ in 0..500 {
+            if let Some(c) = self.0.lock().expect("lock").get(n - 1) {
+                return c.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no completion #{n} was reported");
+    }
+}
+
+/// Starts the real gateway in front of `upstream` with the provider wrapped in the
+/// ai-core completion hook, so a test sees each response's outcome and usage.
+pub async fn start_observed_gateway(
+    upstream: &str,
+    opts: GatewayOpts,
+) -> (SocketAddr, Completions) {
+    let provider = provider(upstream, &opts);
+    let seen = Completions::default();
+    let log = seen.clone();
+    let svc = tower::service_fn(move |req: Request<MessagesRequest>| {
+        let log = log.clone();
+        CompletionFuture::new(provider.clone().oneshot(req), move |c| {
+            log.0.lock().expect("lock").push(c)
+        })
+    });
+    (serve_service(svc, opts).await, seen)
 }
 
 /// Starts the real gateway with a provider built by the test.
 pub async fn serve_provider(provider: AnthropicProvider, opts: GatewayOpts) -> SocketAddr {
+    serve_service(provider, opts).await
+}
+
+/// Starts the real gateway (the example binary's `serve`) in front of any typed service.
+pub async fn serve_service<P>(provider: P, opts: GatewayOpts) -> SocketAddr
+where
+    P: tower::Service<Request<MessagesRequest>, Response = Response<AiBody>, Error = AiError>
+        + Clone
+        + Send
+        + 'static,
+    P::Future: Send + 'static,
+{
     let config = ServerConfig {
         header_read_timeout: opts.header_read_timeout,
         write_timeout: opts.write_timeout,

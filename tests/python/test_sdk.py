@@ -132,3 +132,49 @@ def test_beta_resource_with_betas_header(client):
         model="replay/message_basic", max_tokens=64, messages=USER, betas=["token-efficient-tools-2025-02-19"]
     )
     assert msg.content[0].text == "The capital of France is Paris."
+
+
+@pytest.mark.parametrize("model", ["cut/clean", "cut/mid-event"])
+def test_a_stream_the_upstream_ends_early_raises(client, model):
+    # Without the gateway's closing `event: error`, the SDK would hand back a "final"
+    # message with stop_reason None and a few characters.
+    text = []
+    with pytest.raises(anthropic.APIStatusError) as exc:
+        with client.messages.stream(model=model, max_tokens=64, messages=USER) as stream:
+            for t in stream.text_stream:
+                text.append(t)
+            stream.get_final_message()
+    assert exc.value.body["error"]["type"] == "api_error"
+    assert "ended the stream early" in exc.value.body["error"]["message"]
+    assert "".join(text) == "Hello there"
+
+
+def test_a_gzip_message_is_the_recorded_message(client):
+    msg = client.messages.create(model="gzip/message_basic", max_tokens=64, messages=USER)
+    assert same_message(msg, recorded("message_basic.json"))
+
+
+@pytest.mark.parametrize("name", ["stream_text", "stream_thinking", "stream_tool_use"])
+def test_a_gzip_stream_gives_the_recorded_final_message(client, name):
+    with client.messages.stream(model=f"gzip/{name}", max_tokens=2048, messages=USER) as stream:
+        final = stream.get_final_message()
+    assert same_message(final, expected(name)["final"])
+
+
+@pytest.mark.parametrize("name", ["message_basic", "message_cache_usage"])
+def test_a_json_answer_to_a_stream_gives_the_recorded_message(client, name):
+    with client.messages.stream(model=f"json/{name}", max_tokens=64, messages=USER) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    want = recorded(f"{name}.json")
+    assert same_message(final, want)
+    assert text == "".join(b["text"] for b in want["content"] if b["type"] == "text")
+
+
+def test_the_api_s_own_400s_are_refused_at_the_gateway(client):
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        client.messages.create(model="replay/message_basic", max_tokens=0, messages=USER)
+    assert exc.value.body["error"]["message"].startswith("max_tokens")
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        client.messages.create(model="replay/message_basic", max_tokens=5, messages=[])
+    assert exc.value.body["error"]["message"].startswith("messages")

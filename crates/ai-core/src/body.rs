@@ -79,6 +79,18 @@ impl AiBody {
         AiBody::Events(Box::pin(s))
     }
 
+    /// A stream body for a stream request: a whole message becomes the equivalent events
+    /// ([`MessagesResponse::into_stream_events`]); any other body is returned as it is.
+    /// Providers use it when an upstream answers a stream request with a whole message.
+    pub fn into_stream(self) -> AiBody {
+        match self {
+            AiBody::Message(m) => AiBody::from_events(futures_util::stream::iter(
+                m.into_stream_events().into_iter().map(Ok),
+            )),
+            other => other,
+        }
+    }
+
     /// Calls `f` once when this response is over (see the module docs for every case).
     /// For a message or JSON body that is now; for a stream it is when the stream ends,
     /// fails, reaches `message_stop`, or is dropped.

@@ -158,6 +158,11 @@ pub struct Served {
     pub model: Arc<str>,
 }
 
+/// The model the caller asked for, put on the response by the edge codec for outer
+/// layers that log or count per model (the model that answered is in [`Served`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestedModel(pub Arc<str>);
+
 /// When things happened for one request: shared by every clone, written once each.
 #[derive(Clone, Debug)]
 pub struct Timings(Arc<TimingsInner>);

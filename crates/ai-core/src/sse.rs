@@ -135,6 +135,11 @@ impl SseParser {
         self.buf.len() - self.pos
     }
 
+    /// Whether complete lines of an event not yet dispatched (no blank line seen) are held.
+    pub fn has_partial_event(&self) -> bool {
+        self.has_data || self.event.is_some()
+    }
+
     /// The next complete event, `None` when more input is needed. After an error the
     /// parser stays failed and returns `None`.
     pub fn next_event(&mut self) -> Option<Result<SseEvent, SseError>> {
@@ -305,16 +310,25 @@ pub fn encode(event: Option<&str>, data: &str, out: &mut BytesMut) {
     out.put_u8(b'\n');
 }
 
-/// Writes a typed stream event as `event: <type>` + compact JSON `data:` (compact JSON
-/// never contains a raw line break, so it is one `data:` line).
+/// Writes a typed stream event as `event: <type>` + JSON `data:`. The JSON is one `data:`
+/// line unless a value kept raw (as the upstream sent it) holds a line break in its
+/// whitespace; then it is split over several `data:` lines, which a client joins back.
 pub fn encode_event(ev: &StreamEvent, out: &mut BytesMut) {
     out.reserve(128);
+    let start = out.len();
     out.put_slice(b"event: ");
     out.put_slice(event_name(ev.type_name()).as_bytes());
     out.put_slice(b"\ndata: ");
+    let json_start = out.len();
     // Serializing our own types into memory cannot fail; a failure would only truncate
     // the line, and the frame still ends in a blank line.
     let _ = serde_json::to_writer(out.writer(), ev);
+    if memchr::memchr2(b'\n', b'\r', &out[json_start..]).is_some() {
+        let json = out.split_off(json_start);
+        out.truncate(start);
+        encode(Some(ev.type_name()), &String::from_utf8_lossy(&json), out);
+        return;
+    }
     out.put_slice(b"\n\n");
 }
 
@@ -346,7 +360,9 @@ pub fn typed_event(ev: &SseEvent) -> Result<StreamEvent, AiError> {
 pin_project_lite::pin_project! {
     /// Decodes an HTTP body of server-sent events into typed events, one pass, in any
     /// chunking. With an idle timeout, a body that sends nothing (not even a `ping`) for
-    /// that long ends the stream with an `upstream_timeout` error.
+    /// that long ends the stream with an `upstream_timeout` error. A body that ends before
+    /// `message_stop` (cleanly, or in the middle of an event) ends the stream with an
+    /// `api_error` ([`ended_early`]): a cut stream never looks like a finished answer.
     #[must_use = "streams do nothing unless polled"]
     pub struct BodyEvents<B> {
         #[pin]
@@ -354,6 +370,7 @@ pin_project_lite::pin_project! {
         parser: SseParser,
         idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
         timings: Option<crate::ext::Timings>,
+        saw_stop: bool,
         done: bool,
     }
 }
@@ -377,6 +394,7 @@ impl<B> BodyEvents<B> {
             parser: SseParser::new(),
             idle,
             timings: None,
+            saw_stop: false,
             done: false,
         }
     }
@@ -411,6 +429,7 @@ where
                                 t.mark_first_token();
                             }
                         }
+                        Ok(StreamEvent::MessageStop(_)) => *this.saw_stop = true,
                         Ok(_) => {}
                     }
                     return Poll::Ready(Some(item));
@@ -449,7 +468,13 @@ where
                 }
                 Poll::Ready(None) => {
                     *this.done = true;
-                    return Poll::Ready(None);
+                    if *this.saw_stop {
+                        return Poll::Ready(None);
+                    }
+                    let mid_event =
+                        this.parser.pending_bytes() > 0 || this.parser.has_partial_event();
+                    tracing::debug!(mid_event, "upstream ended the stream before message_stop");
+                    return Poll::Ready(Some(Err(ended_early(mid_event))));
                 }
                 Poll::Pending => {
                     if let Some((d, sleep)) = this.idle.as_mut() {
@@ -469,6 +494,20 @@ where
             }
         }
     }
+}
+
+/// The error that ends a stream whose upstream body ended before `message_stop`:
+/// `api_error` (502), saying so, so a client (and the completion hook) cannot take the
+/// cut answer for a finished one.
+pub fn ended_early(mid_event: bool) -> AiError {
+    AiError::new(
+        crate::error::ErrorKind::UpstreamUnavailable,
+        if mid_event {
+            "upstream ended the stream early, in the middle of an event (no message_stop)"
+        } else {
+            "upstream ended the stream early (no message_stop)"
+        },
+    )
 }
 
 /// `now + d`, saturating (a huge timeout means "effectively never", not a panic).
@@ -610,7 +649,52 @@ mod tests {
         let second = s.next().await.expect("event").expect("ok");
         assert_eq!(second.type_name(), "content_block_delta");
         assert!(timings.first_token().is_some());
+        let end = s.next().await.expect("an error closes the cut stream");
+        assert_eq!(
+            end.expect_err("no message_stop").kind(),
+            crate::ErrorKind::UpstreamUnavailable
+        );
         assert!(s.next().await.is_none());
+    }
+
+    async fn body_events_of(text: String) -> Vec<Result<StreamEvent, AiError>> {
+        use futures_util::StreamExt;
+        let body = http_body_util::Full::new(bytes::Bytes::from(text));
+        BodyEvents::new(body, None).collect().await
+    }
+
+    const START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"x\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":1}}}\n\n";
+
+    #[tokio::test]
+    async fn body_events_end_cleanly_after_message_stop() {
+        let text = format!("{START}event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n");
+        let items = body_events_of(text).await;
+        assert_eq!(items.len(), 2);
+        assert!(items.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn body_events_report_a_stream_cut_between_or_inside_events() {
+        for (tail, mid) in [
+            ("", false),
+            ("event: content_block_delta\n", true),
+            (
+                "event: content_block_delta\ndata: {\"type\":\"content_blo",
+                true,
+            ),
+        ] {
+            let text = format!("{START}{tail}");
+            let items = body_events_of(text).await;
+            assert_eq!(items.len(), 2, "{tail:?}");
+            let err = items[1].as_ref().expect_err("cut");
+            assert_eq!(err.kind(), crate::ErrorKind::UpstreamUnavailable);
+            assert_eq!(
+                err.message().contains("middle of an event"),
+                mid,
+                "{tail:?}"
+            );
+            assert!(err.message().contains("ended the stream early"));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,7 +20,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tower::Service;
+use tower::{Service, ServiceExt};
+use tower_http::decompression::{Decompression, DecompressionBody};
 
 /// Default `anthropic-version`, sent when the caller sent none.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -182,6 +183,10 @@ impl AnthropicBuilder {
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .build(https);
+        // Upstreams and the proxies in front of them may compress (gzip, deflate, br,
+        // zstd); the answer is decoded as it streams, and every limit below counts
+        // decoded bytes.
+        let client = Decompression::new(client);
         Ok(AnthropicProvider {
             shared: Arc::new(Shared {
                 scheme,
@@ -225,8 +230,11 @@ struct Shared {
 #[derive(Clone)]
 pub struct AnthropicProvider {
     shared: Arc<Shared>,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Decompression<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
 }
+
+/// The body of an upstream answer, decoded when it came compressed.
+type UpstreamBody = DecompressionBody<hyper::body::Incoming>;
 
 impl fmt::Debug for AnthropicProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -314,6 +322,17 @@ impl AnthropicProvider {
             header::USER_AGENT,
             HeaderValue::from_static(concat!("ai-gateway/", env!("CARGO_PKG_VERSION"))),
         );
+        // Whole answers may come compressed (decoded on the way in). A stream asks for
+        // none: a compressor that does not flush per event would hold tokens back. One
+        // that compresses anyway is still decoded, event by event.
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static(if req.body().is_stream() {
+                "identity"
+            } else {
+                "gzip, deflate, br, zstd"
+            }),
+        );
         Ok(up)
     }
 
@@ -326,7 +345,8 @@ impl AnthropicProvider {
         let timings = req.extensions().get::<Timings>().cloned();
         let up = self.upstream_request(&req, &endpoint)?;
         let s = &self.shared;
-        let resp = match tokio::time::timeout(s.first_byte_timeout, self.client.request(up)).await {
+        let call = self.client.clone().oneshot(up);
+        let resp = match tokio::time::timeout(s.first_byte_timeout, call).await {
             Err(_) => {
                 return Err(AiError::new(
                     ErrorKind::UpstreamTimeout,
@@ -351,6 +371,16 @@ impl AnthropicProvider {
             t.mark_first_byte();
         }
         let (parts, body) = resp.into_parts();
+        if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING) {
+            // Left in place only when it is not one the client decodes.
+            if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+                tracing::warn!(encoding = ?enc, "upstream answered with an unsupported content-encoding");
+                return Err(AiError::new(
+                    ErrorKind::UpstreamUnavailable,
+                    "upstream answered with an unsupported content-encoding",
+                ));
+            }
+        }
         let headers = pass_through(&parts.headers);
         if !parts.status.is_success() {
             return Err(self
@@ -369,14 +399,23 @@ impl AnthropicProvider {
         } else {
             let bytes = read_limited(body, s.max_body, s.idle_timeout).await?;
             let body = match endpoint {
-                Endpoint::Messages => AiBody::from(
-                    serde_json::from_slice::<MessagesResponse>(&bytes).map_err(|_| {
-                        AiError::new(
-                            ErrorKind::UpstreamUnavailable,
-                            "upstream returned an invalid message",
-                        )
-                    })?,
-                ),
+                Endpoint::Messages => {
+                    let message = AiBody::from(
+                        serde_json::from_slice::<MessagesResponse>(&bytes).map_err(|_| {
+                            AiError::new(
+                                ErrorKind::UpstreamUnavailable,
+                                "upstream returned an invalid message",
+                            )
+                        })?,
+                    );
+                    // A whole message answered to a stream request: the caller gets the
+                    // events it asked for.
+                    if req.body().is_stream() {
+                        message.into_stream()
+                    } else {
+                        message
+                    }
+                }
                 _ => AiBody::Json(serde_json::from_slice(&bytes).map_err(|_| {
                     AiError::new(
                         ErrorKind::UpstreamUnavailable,
@@ -400,7 +439,7 @@ impl AnthropicProvider {
         status: StatusCode,
         raw: &HeaderMap,
         headers: HeaderMap,
-        body: hyper::body::Incoming,
+        body: UpstreamBody,
     ) -> AiError {
         let bytes = read_limited(body, 256 * 1024, self.shared.idle_timeout)
             .await
@@ -422,8 +461,7 @@ impl AnthropicProvider {
         let request_id = parsed
             .as_ref()
             .and_then(|e| e.extra.get("request_id"))
-            .and_then(|t| t.as_str())
-            .map(str::to_owned)
+            .and_then(ai_core::wire::RawJson::as_string)
             .or_else(|| {
                 raw.get("request-id")
                     .and_then(|v| v.to_str().ok())
@@ -457,8 +495,9 @@ fn pass_through(h: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// Reads a whole (decoded) body, at most `limit` bytes of it, within `timeout`.
 async fn read_limited(
-    body: hyper::body::Incoming,
+    body: UpstreamBody,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, AiError> {
@@ -468,10 +507,18 @@ async fn read_limited(
             ErrorKind::UpstreamTimeout,
             "upstream response body timed out",
         )),
-        Ok(Err(_)) => Err(AiError::new(
-            ErrorKind::UpstreamUnavailable,
-            "failed to read the upstream response",
-        )),
+        Ok(Err(e)) => {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            tracing::debug!(error = %e, too_large, "failed to read the upstream response");
+            Err(AiError::new(
+                ErrorKind::UpstreamUnavailable,
+                if too_large {
+                    "upstream response exceeds the size limit"
+                } else {
+                    "failed to read the upstream response"
+                },
+            ))
+        }
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }
 }

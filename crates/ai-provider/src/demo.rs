@@ -63,10 +63,22 @@ fn estimate_tokens(req: &MessagesRequest) -> u64 {
     (bytes as u64).div_ceil(4).max(1)
 }
 
-fn chunks() -> Vec<String> {
+/// The answer cut to `max_tokens` (the demo counts a word as a token), and its stop
+/// reason: `max_tokens` when cut, `end_turn` otherwise.
+fn answer_text(max_tokens: Option<u32>) -> (String, u64, &'static str) {
+    let words: Vec<&str> = ANSWER.split_inclusive(' ').collect();
+    let limit = max_tokens.map_or(usize::MAX, |m| m as usize);
+    if words.len() <= limit {
+        return (ANSWER.to_owned(), words.len() as u64, "end_turn");
+    }
+    (words[..limit].concat(), limit as u64, "max_tokens")
+}
+
+/// The text in stream-sized pieces of three words.
+fn chunks(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    for (i, word) in ANSWER.split_inclusive(' ').enumerate() {
+    for (i, word) in text.split_inclusive(' ').enumerate() {
         cur.push_str(word);
         if i % 3 == 2 {
             out.push(std::mem::take(&mut cur));
@@ -82,9 +94,9 @@ fn message_id() -> String {
     format!("msg_demo_{}", &ai_core::RequestId::generate().as_str()[3..])
 }
 
-fn events(input_tokens: u64, model: &str) -> Vec<StreamEvent> {
-    let parts = chunks();
-    let output = (ANSWER.len() as u64).div_ceil(4);
+fn events(input_tokens: u64, max_tokens: Option<u32>, model: &str) -> Vec<StreamEvent> {
+    let (text, output, stop_reason) = answer_text(max_tokens);
+    let parts = chunks(&text);
     let mut evs = vec![
         StreamEvent::MessageStart(MessageStartEvent {
             message: Box::new(MessagesResponse {
@@ -120,7 +132,7 @@ fn events(input_tokens: u64, model: &str) -> Vec<StreamEvent> {
     }));
     evs.push(StreamEvent::MessageDelta(MessageDeltaEvent {
         delta: MessageDeltaBody {
-            stop_reason: Some("end_turn".into()),
+            stop_reason: Some(stop_reason.into()),
             stop_sequence: None,
             extra: Default::default(),
         },
@@ -157,7 +169,7 @@ fn answer(req: &Request<MessagesRequest>, delay: Duration) -> Response<AiBody> {
         })),
         Endpoint::GetModel(id) => AiBody::Json(model_json(&id)),
         _ if req.body().is_stream() => {
-            let items = events(estimate_tokens(req.body()), model);
+            let items = events(estimate_tokens(req.body()), req.body().max_tokens, model);
             let stream = futures_util::stream::unfold(
                 (items.into_iter(), true),
                 move |(mut it, first)| async move {
@@ -170,23 +182,26 @@ fn answer(req: &Request<MessagesRequest>, delay: Duration) -> Response<AiBody> {
             );
             AiBody::from_events(stream)
         }
-        _ => AiBody::from(MessagesResponse {
-            id: message_id(),
-            kind: "message".into(),
-            role: Role::Assistant,
-            content: vec![ContentBlock::text(ANSWER)],
-            model: model.to_owned(),
-            stop_reason: Some("end_turn".into()),
-            stop_sequence: None,
-            usage: Usage {
-                input_tokens: Some(estimate_tokens(req.body())),
-                output_tokens: Some((ANSWER.len() as u64).div_ceil(4)),
-                cache_creation_input_tokens: Some(0),
-                cache_read_input_tokens: Some(0),
-                ..Default::default()
-            },
-            extra: Default::default(),
-        }),
+        _ => {
+            let (text, output, stop_reason) = answer_text(req.body().max_tokens);
+            AiBody::from(MessagesResponse {
+                id: message_id(),
+                kind: "message".into(),
+                role: Role::Assistant,
+                content: vec![ContentBlock::text(text)],
+                model: model.to_owned(),
+                stop_reason: Some(stop_reason.into()),
+                stop_sequence: None,
+                usage: Usage {
+                    input_tokens: Some(estimate_tokens(req.body())),
+                    output_tokens: Some(output),
+                    cache_creation_input_tokens: Some(0),
+                    cache_read_input_tokens: Some(0),
+                    ..Default::default()
+                },
+                extra: Default::default(),
+            })
+        }
     };
     let mut resp = Response::new(body);
     resp.extensions_mut().insert(Served {
@@ -222,6 +237,56 @@ impl Service<Request<MessagesRequest>> for DemoProvider {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn honours_max_tokens_with_its_stop_reason() {
+        let mut r = request(false);
+        r.body_mut().max_tokens = Some(3);
+        let AiBody::Message(m) = DemoProvider::new()
+            .oneshot(r)
+            .await
+            .expect("ok")
+            .into_body()
+        else {
+            panic!("message expected")
+        };
+        assert_eq!(m.stop_reason.as_deref(), Some("max_tokens"));
+        assert_eq!(m.usage.output_tokens, Some(3));
+        let ContentBlock::Text(t) = &m.content[0] else {
+            panic!("text")
+        };
+        assert_eq!(t.text, "Hello! This is ");
+
+        let mut r = request(true);
+        r.body_mut().max_tokens = Some(4);
+        let AiBody::Events(mut s) = DemoProvider::new()
+            .delay(Duration::ZERO)
+            .oneshot(r)
+            .await
+            .expect("ok")
+            .into_body()
+        else {
+            panic!("stream expected")
+        };
+        let mut text = String::new();
+        let mut stop = None;
+        while let Some(ev) = s.next().await {
+            match ev.expect("no error") {
+                StreamEvent::ContentBlockDelta(d) => {
+                    if let ai_core::Delta::Text(t) = &d.delta {
+                        text.push_str(&t.text);
+                    }
+                }
+                StreamEvent::MessageDelta(d) => {
+                    stop = d.delta.stop_reason.clone();
+                    assert_eq!(d.usage.and_then(|u| u.output_tokens), Some(4));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(text, "Hello! This is the ");
+        assert_eq!(stop.as_deref(), Some("max_tokens"));
+    }
+
     use super::*;
     use ai_core::Content;
     use futures_util::StreamExt;
@@ -278,6 +343,7 @@ mod tests {
             panic!("message expected")
         };
         assert_eq!(m.usage.input_tokens, Some(3));
+        assert_eq!(m.stop_reason.as_deref(), Some("end_turn"));
         let mut r = request(false);
         r.extensions_mut().insert(Endpoint::CountTokens);
         let AiBody::Json(v) = DemoProvider::new()

@@ -1,5 +1,6 @@
 use crate::body::EventStream;
 use crate::sse;
+use crate::wire::StreamEvent;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::convert::Infallible;
@@ -12,7 +13,8 @@ const MAX_BATCH: usize = 16 * 1024;
 
 /// The HTTP body the edge codec writes: a whole JSON document, or server-sent events
 /// encoded one frame per batch of ready events (an event is never held back waiting for
-/// the next one).
+/// the next one). A stream that ends without `message_stop` or an error gets a closing
+/// `event: error` ([`sse::ended_early`]).
 pub struct CodecBody {
     kind: Kind,
 }
@@ -22,6 +24,7 @@ enum Kind {
     Events {
         stream: EventStream,
         buf: BytesMut,
+        saw_stop: bool,
         done: bool,
     },
 }
@@ -61,6 +64,7 @@ impl CodecBody {
             kind: Kind::Events {
                 stream,
                 buf: BytesMut::with_capacity(1024),
+                saw_stop: false,
                 done: false,
             },
         }
@@ -77,13 +81,19 @@ impl Body for CodecBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match &mut self.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Events { stream, buf, done } => {
+            Kind::Events {
+                stream,
+                buf,
+                saw_stop,
+                done,
+            } => {
                 if *done {
                     return Poll::Ready(None);
                 }
                 loop {
                     match stream.as_mut().poll_next(cx) {
                         Poll::Ready(Some(Ok(ev))) => {
+                            *saw_stop |= matches!(ev, StreamEvent::MessageStop(_));
                             sse::encode_event(&ev, buf);
                             if buf.len() >= MAX_BATCH {
                                 break;
@@ -96,6 +106,11 @@ impl Body for CodecBody {
                             break;
                         }
                         Poll::Ready(None) => {
+                            if !*saw_stop {
+                                // Whatever produced the stream, a cut one must not look
+                                // finished to the client.
+                                sse::encode_error(&sse::ended_early(false), buf);
+                            }
                             *done = true;
                             break;
                         }

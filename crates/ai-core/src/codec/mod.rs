@@ -15,9 +15,18 @@
 //! invalid UTF-8 or JSON or a missing required field (400). Error messages never quote
 //! request content.
 //!
+//! The codec also refuses what the Messages API refuses before generating: no
+//! `max_tokens`, `max_tokens` below 1, an empty `messages` list (400).
+//!
 //! Headers stay on the request: `anthropic-version` and `anthropic-beta` reach the
 //! provider as the caller sent them. The codec inserts [`Endpoint`], [`RequestId`] (from
-//! `x-request-id` when present) and [`Timings`] unless an outer layer already did.
+//! `x-request-id` when present) and [`Timings`] unless an outer layer already did, and
+//! puts [`RequestedModel`] on the response (for access logs of outer layers).
+//!
+//! The caller always gets the shape it asked for, and never a cut stream that looks
+//! finished: a whole message answered to a `stream: true` request is written as the
+//! equivalent events, and a stream that ends without `message_stop` (and without an
+//! error) gets a closing `event: error` ([`sse::ended_early`](crate::sse::ended_early)).
 
 mod body;
 
@@ -25,7 +34,7 @@ pub use body::CodecBody;
 
 use crate::body::AiBody;
 use crate::error::{AiError, ErrorKind};
-use crate::ext::{Endpoint, RequestId, Timings};
+use crate::ext::{Endpoint, RequestId, RequestedModel, Timings};
 use crate::wire::MessagesRequest;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -224,14 +233,20 @@ where
         Ok(r) => r,
         Err(e) => return Ok(error_response(e, &request_id)),
     };
+    let stream = typed.body().is_stream();
+    let model = RequestedModel(Arc::from(typed.body().model.as_str()));
     let result = match tower::ServiceExt::ready(&mut inner).await {
         Ok(svc) => svc.call(typed).await.map_err(Into::into),
         Err(e) => Err(e.into()),
     };
-    Ok(match result {
-        Ok(resp) => encode(resp, &request_id),
+    let mut resp = match result {
+        Ok(resp) => encode(resp, stream, &request_id),
         Err(e) => error_response(e, &request_id),
-    })
+    };
+    if !model.0.is_empty() {
+        resp.extensions_mut().insert(model);
+    }
+    Ok(resp)
 }
 
 fn route(method: &Method, path: &str) -> Result<Endpoint, AiError> {
@@ -315,8 +330,8 @@ where
         }
         let bytes = read_body(body, config).await?;
         let typed = parse_json(&bytes)?;
-        if endpoint == Endpoint::Messages && typed.max_tokens.is_none() {
-            return Err(AiError::invalid_request("max_tokens: field required"));
+        if endpoint == Endpoint::Messages {
+            validate_messages(&typed)?;
         }
         typed
     };
@@ -328,6 +343,26 @@ where
     }
     parts.extensions.insert(endpoint);
     Ok(Request::from_parts(parts, typed))
+}
+
+/// What the Messages API itself refuses before generating, refused here with the same
+/// 400 so a bad request never costs an upstream round trip.
+fn validate_messages(req: &MessagesRequest) -> Result<(), AiError> {
+    match req.max_tokens {
+        None => return Err(AiError::invalid_request("max_tokens: field required")),
+        Some(0) => {
+            return Err(AiError::invalid_request(
+                "max_tokens: must be greater than or equal to 1",
+            ));
+        }
+        Some(_) => {}
+    }
+    if req.messages.is_empty() {
+        return Err(AiError::invalid_request(
+            "messages: at least one message is required",
+        ));
+    }
+    Ok(())
 }
 
 fn too_large(limit: usize) -> AiError {
@@ -435,7 +470,10 @@ fn redact_quotes(msg: &str) -> String {
     out
 }
 
-fn encode(resp: Response<AiBody>, request_id: &RequestId) -> Response<CodecBody> {
+/// `stream` is whether the caller asked for a stream: a whole message answered to a
+/// stream request is sent as the equivalent events ([`AiBody::into_stream`]), so the
+/// caller gets the shape it asked for whatever the inner service returned.
+fn encode(resp: Response<AiBody>, stream: bool, request_id: &RequestId) -> Response<CodecBody> {
     let (mut parts, body) = resp.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
@@ -444,6 +482,7 @@ fn encode(resp: Response<AiBody>, request_id: &RequestId) -> Response<CodecBody>
             parts.headers.insert("request-id", v);
         }
     }
+    let body = if stream { body.into_stream() } else { body };
     let body = match body {
         AiBody::Message(m) => json_body(&mut parts.headers, serde_json::to_vec(&*m)),
         AiBody::Json(v) => json_body(&mut parts.headers, serde_json::to_vec(&v)),
@@ -604,6 +643,113 @@ mod tests {
         assert_eq!(resp.status(), 413);
         assert_eq!(body_json(resp).await["error"]["type"], "request_too_large");
         assert!(mock.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_what_the_api_refuses_before_calling_inner() {
+        for (body, needle) in [
+            (
+                r#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}"#,
+                "max_tokens",
+            ),
+            (r#"{"model":"m","max_tokens":5,"messages":[]}"#, "messages"),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                "max_tokens",
+            ),
+        ] {
+            let mock = MockProvider::always(Script::text("never"));
+            let resp = MessagesCodec::new(mock.clone())
+                .oneshot(req(body))
+                .await
+                .expect("infallible");
+            assert_eq!(resp.status(), 400, "{body}");
+            let v = body_json(resp).await;
+            assert_eq!(v["error"]["type"], "invalid_request_error");
+            let msg = v["error"]["message"].as_str().expect("message");
+            assert!(msg.starts_with(needle), "{msg}");
+            assert!(mock.requests().is_empty(), "{body}");
+        }
+    }
+
+    async fn sse_of(resp: Response<CodecBody>) -> Vec<(String, serde_json::Value)> {
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "text/event-stream; charset=utf-8"
+        );
+        let b = resp.into_body().collect().await.expect("body").to_bytes();
+        let mut p = crate::sse::SseParser::new();
+        p.feed(&b);
+        let mut out = vec![];
+        while let Some(ev) = p.next_event() {
+            let ev = ev.expect("valid");
+            out.push((
+                ev.event.unwrap_or_default(),
+                serde_json::from_str(&ev.data).expect("json"),
+            ));
+        }
+        out
+    }
+
+    const STREAM: &str =
+        r#"{"model":"m","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+    #[tokio::test]
+    async fn a_message_answered_to_a_stream_request_is_sent_as_events() {
+        let mock = MockProvider::always(Script::text("whole"));
+        let resp = MessagesCodec::new(mock)
+            .oneshot(req(STREAM))
+            .await
+            .expect("infallible");
+        let events = sse_of(resp).await;
+        let names: Vec<_> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert_eq!(events[2].1["delta"]["text"], "whole");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_without_message_stop_gets_an_error_event() {
+        let mock = MockProvider::always(Script::Events {
+            items: vec![Ok(crate::StreamEvent::text_delta(0, "a"))],
+            delay: Duration::ZERO,
+        });
+        let resp = MessagesCodec::new(mock)
+            .oneshot(req(STREAM))
+            .await
+            .expect("infallible");
+        let events = sse_of(resp).await;
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].0, "error");
+        assert_eq!(events[1].1["error"]["type"], "api_error");
+        assert!(
+            events[1].1["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains("ended the stream early")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_requested_model_is_on_the_response() {
+        let mock = MockProvider::always(Script::Error(AiError::new(ErrorKind::NotFound, "no")));
+        let resp = MessagesCodec::new(mock)
+            .oneshot(req(OK))
+            .await
+            .expect("infallible");
+        assert_eq!(
+            resp.extensions().get::<RequestedModel>(),
+            Some(&RequestedModel(Arc::from("m")))
+        );
     }
 
     #[test]
