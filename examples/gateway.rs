@@ -1,76 +1,224 @@
 //! The example gateway: `cargo run --release --example gateway`.
 //!
-//! Listens on 127.0.0.1:8080 (`--listen ADDR` or `GATEWAY_LISTEN`) and serves
-//! `POST /v1/messages`, `POST /v1/messages/count_tokens` and `GET /v1/models`.
-//! With `ANTHROPIC_API_KEY` set it forwards to Anthropic (`ANTHROPIC_BASE_URL` overrides
-//! the base URL); without it, it serves the built-in demo upstream.
+//! Without a configuration file it runs on defaults: it listens on 127.0.0.1:8080
+//! (`--listen ADDR` or `GATEWAY_LISTEN`), forwards to Anthropic when `ANTHROPIC_API_KEY`
+//! is set (`ANTHROPIC_BASE_URL` overrides the base URL) and otherwise serves the built-in
+//! demo upstream. With `--config PATH` (or `GATEWAY_CONFIG`) the TOML file decides
+//! (`examples/gateway.toml` documents every key); `--check-config PATH` validates one and
+//! exits. See docs/gateway.md.
 
+use ai_gateway::config::{AnthropicSection, GatewayConfig, LogFormat, LogSection};
 use ai_gateway::core::{AiBody, AiError, MessagesRequest};
-use ai_gateway::provider::{AnthropicProvider, DemoProvider};
-use ai_gateway::server::{ServerConfig, serve};
+use ai_gateway::provider::DemoProvider;
+use ai_gateway::server::serve;
+use clap::Parser;
 use http::{Request, Response};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use tower::util::BoxCloneService;
 
 type Upstream = BoxCloneService<Request<MessagesRequest>, Response<AiBody>, AiError>;
 
-fn listen_addr() -> Result<String, String> {
-    let mut args = std::env::args().skip(1);
-    let mut listen =
-        std::env::var("GATEWAY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--listen" => {
-                listen = args
-                    .next()
-                    .ok_or("--listen needs an address, e.g. 127.0.0.1:8080")?
-            }
-            s if s.starts_with("--listen=") => listen = s["--listen=".len()..].to_owned(),
-            "-h" | "--help" => {
-                return Err("usage: gateway [--listen ADDR]\n  env: GATEWAY_LISTEN, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, RUST_LOG".to_owned());
-            }
-            other => return Err(format!("unknown argument: {other} (try --help)")),
-        }
-    }
-    Ok(listen)
+/// An AI inference gateway: the Anthropic Messages API in front of Anthropic (or its
+/// built-in demo upstream), built from tower layers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    after_help = "Without a configuration file:\n  \
+        ANTHROPIC_API_KEY   forward to Anthropic with this key (unset: the built-in demo upstream)\n  \
+        ANTHROPIC_BASE_URL  upstream base URL (default https://api.anthropic.com)\n\
+        Always:\n  \
+        RUST_LOG            log filter, wins over [log] level (e.g. info,ai_provider=debug)\n\n\
+        Every configuration key, with its default: examples/gateway.toml and docs/gateway.md."
+)]
+struct Cli {
+    /// Configuration file (TOML). Without one, the defaults and the variables below apply.
+    #[arg(long, env = "GATEWAY_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Check a configuration file and exit: 0 when the gateway would start with it, 1 and
+    /// the reason (file, line, key) when not.
+    #[arg(long, value_name = "PATH")]
+    check_config: Option<PathBuf>,
+
+    /// Address to listen on, e.g. 127.0.0.1:8080; wins over [server] listen.
+    #[arg(long, env = "GATEWAY_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let listen = listen_addr()?;
-
-    let upstream: Upstream = match std::env::var("ANTHROPIC_API_KEY") {
-        Ok(key) if !key.is_empty() => {
-            let mut b = AnthropicProvider::builder().api_key(key);
-            if let Ok(url) = std::env::var("ANTHROPIC_BASE_URL") {
-                b = b.base_url(url);
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.check_config {
+        return match load(Some(path)).and_then(|c| check(&c, cli.listen.as_deref())) {
+            Ok(summary) => {
+                println!("{}: ok ({summary})", path.display());
+                ExitCode::SUCCESS
             }
-            BoxCloneService::new(b.build()?)
+            Err(e) => fail(&e),
+        };
+    }
+    let config = match load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = init_logging(&config.log) {
+        return fail(&e);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(config, cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// The file when given; otherwise the defaults, with `[upstream.anthropic]` from
+/// `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL` when the key is set.
+fn load(path: Option<&Path>) -> Result<GatewayConfig, String> {
+    if let Some(path) = path {
+        return GatewayConfig::from_file(path).map_err(|e| e.to_string());
+    }
+    let mut config = GatewayConfig::default();
+    if let Some(key) = std::env::var("ANTHROPIC_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        let mut section = AnthropicSection::with_key("ANTHROPIC_API_KEY", key);
+        if let Some(url) = std::env::var("ANTHROPIC_BASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            section.base_url = url;
         }
-        _ => {
-            println!(
-                "ANTHROPIC_API_KEY is not set: serving the built-in demo upstream (canned answers)."
+        config.upstream.anthropic = Some(section);
+    }
+    Ok(config)
+}
+
+/// Everything the gateway checks before it serves, without serving.
+fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String> {
+    let listen = listen.unwrap_or(&config.server.listen);
+    std::net::ToSocketAddrs::to_socket_addrs(listen).map_err(|e| {
+        format!("[server] listen: \"{listen}\" is not an address to listen on: {e}")
+    })?;
+    log_filter(&config.log)?;
+    let upstream = match &config.upstream.anthropic {
+        Some(a) => {
+            a.build().map_err(|e| e.to_string())?;
+            format!("upstream anthropic at {}", a.base_url)
+        }
+        None => "the built-in demo upstream".to_owned(),
+    };
+    Ok(format!("listen {listen}, {upstream}"))
+}
+
+fn log_filter(log: &LogSection) -> Result<tracing_subscriber::EnvFilter, String> {
+    let (mut directives, origin) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => (v, "RUST_LOG"),
+        _ => (log.level.clone(), "[log] level"),
+    };
+    if !log.access_log {
+        directives.push_str(",ai_gateway::access=off");
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .map_err(|e| format!("{origin}: \"{directives}\" is not a log filter: {e}"))
+}
+
+/// Logs go to stderr: plain text (colour only on a terminal) or JSON lines.
+fn init_logging(log: &LogSection) -> Result<(), String> {
+    let filter = log_filter(log)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    Ok(())
+}
+
+async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
+    let upstream: Upstream = match &config.upstream.anthropic {
+        Some(a) => {
+            let provider = a.build().map_err(|e| e.to_string())?;
+            tracing::info!(base_url = %a.base_url, "forwarding to the Anthropic API");
+            BoxCloneService::new(provider)
+        }
+        None => {
+            tracing::warn!(
+                "no upstream is configured (no [upstream.anthropic], no ANTHROPIC_API_KEY): \
+                 serving the built-in demo upstream (canned answers)"
             );
             BoxCloneService::new(DemoProvider::new())
         }
     };
-
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
-    let local = listener.local_addr()?;
-    println!("ai-gateway listening on http://{local}");
-    if !local.ip().is_loopback() && std::env::var_os("ANTHROPIC_API_KEY").is_some() {
-        println!(
-            "warning: this build does not authenticate callers yet; anyone who reaches {local} spends the vendor key"
+    let listen = cli.listen.as_deref().unwrap_or(&config.server.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| bind_error(listen, &e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    tracing::info!("ai-gateway listening on http://{local}");
+    if !local.ip().is_loopback() && config.upstream.anthropic.is_some() {
+        tracing::warn!(
+            "this build does not authenticate callers yet; anyone who reaches {local} spends the vendor key"
         );
     }
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        println!("shutting down");
+    serve(
+        listener,
+        upstream,
+        config.server_config(),
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| format!("the server stopped: {e}"))
+}
+
+fn bind_error(listen: &str, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another process is using it; stop it, or choose another address with --listen ADDR (or [server] listen)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges; choose another with --listen ADDR (or [server] listen)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "that address is not on this machine; choose another with --listen ADDR (or [server] listen)"
+        }
+        _ => "choose another address with --listen ADDR (or [server] listen)",
     };
-    serve(listener, upstream, ServerConfig::default(), shutdown).await?;
-    Ok(())
+    format!("cannot listen on {listen}: {e}; {hint}")
+}
+
+/// Ctrl-C, or SIGTERM (how containers and service managers stop a process).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: open requests get the shutdown grace to finish");
 }

@@ -20,6 +20,7 @@
 //!
 //! - `provider` (default): [`provider`], the Anthropic provider and the demo upstream.
 //! - `server` (default): [`server`], the HTTP server and the default stack.
+//! - `config` (default): [`config`], the gateway's TOML configuration file.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -29,4 +30,9 @@ pub use ai_core as core;
 pub use ai_provider as provider;
 
 #[cfg(feature = "server")]
+pub mod access_log;
+#[cfg(feature = "server")]
 pub mod server;
+
+#[cfg(feature = "config")]
+pub mod config;

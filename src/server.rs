@@ -1,10 +1,11 @@
 //! The assembled gateway served over hyper: what `examples/gateway.rs` runs and what the
 //! integration tests drive over real sockets.
 //!
-//! Stack, outermost first: `x-request-id` (set, then echoed on the response), tracing,
-//! panic catching (a panic becomes an Anthropic-shaped 500, never a dropped connection),
+//! Stack, outermost first: `x-request-id` (set, then echoed on the response), the access
+//! log ([`AccessLogLayer`]), tracing, panic catching (a panic becomes an Anthropic-shaped 500, never a dropped connection),
 //! the edge codec, then the provider.
 
+use crate::access_log::AccessLogLayer;
 use ai_core::{AiBody, AiError, MessagesCodecLayer, MessagesRequest};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -94,6 +95,7 @@ where
     let svc = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeGatewayId))
         .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(AccessLogLayer::new())
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(config.codec.clone())

@@ -1,0 +1,199 @@
+//! [`AccessLogLayer`]: one `info` line per request, written when its response is over
+//! (for a stream, when the last event went out or the client left), under the target
+//! `ai_gateway::access`. Fields: method, path, status, model (the requested one, from
+//! [`RequestedModel`]), request id (`x-request-id`), `latency_ms` (to the response
+//! headers), `duration_ms` (to the end of the body) and `completed` (false when the
+//! client went away first). Never content: no body, no query string, no header values
+//! besides the request id.
+//!
+//! Filter it like any target: `RUST_LOG=info,ai_gateway::access=off` turns it off.
+
+use ai_core::RequestedModel;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+use tower::{Layer, Service};
+
+/// The log target of access lines.
+pub const TARGET: &str = "ai_gateway::access";
+
+/// Builds [`AccessLog`]. See the [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLogLayer;
+
+impl AccessLogLayer {
+    /// The layer.
+    pub const fn new() -> Self {
+        AccessLogLayer
+    }
+}
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> AccessLog<S> {
+        AccessLog { inner }
+    }
+}
+
+/// Logs one line per request. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+/// What is known of a request before its response.
+struct Entry {
+    start: Instant,
+    method: Method,
+    path: http::Uri,
+    request_id: Option<http::HeaderValue>,
+}
+
+impl<S, B, RB> Service<Request<B>> for AccessLog<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    RB: Body<Data = Bytes>,
+{
+    type Response = Response<AccessLogBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Nothing is gathered when nobody listens (benchmarks, embedders without logs).
+        let entry = tracing::enabled!(target: TARGET, tracing::Level::INFO).then(|| Entry {
+            start: Instant::now(),
+            method: req.method().clone(),
+            path: req.uri().clone(),
+            request_id: req.headers().get("x-request-id").cloned(),
+        });
+        ResponseFuture {
+            inner: self.inner.call(req),
+            entry,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`AccessLog`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        entry: Option<Entry>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture { .. }")
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: Body,
+{
+    type Output = Result<Response<AccessLogBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = ready!(this.inner.poll(cx))?;
+        let line = this.entry.take().map(|e| Line {
+            latency: e.start.elapsed(),
+            status: resp.status(),
+            model: resp.extensions().get::<RequestedModel>().cloned(),
+            entry: e,
+            // An empty body may never be polled.
+            completed: resp.body().is_end_stream(),
+        });
+        Poll::Ready(Ok(resp.map(|inner| AccessLogBody { inner, line })))
+    }
+}
+
+/// A line waiting for the end of its body; written on drop.
+struct Line {
+    entry: Entry,
+    latency: std::time::Duration,
+    status: StatusCode,
+    model: Option<RequestedModel>,
+    completed: bool,
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let e = &self.entry;
+        let request_id = e.request_id.as_ref().and_then(|v| v.to_str().ok());
+        tracing::info!(
+            target: TARGET,
+            method = %e.method,
+            path = e.path.path(),
+            status = self.status.as_u16(),
+            model = self.model.as_ref().map(|m| &*m.0),
+            request_id,
+            latency_ms = millis(self.latency),
+            duration_ms = millis(e.start.elapsed()),
+            completed = self.completed,
+            "request"
+        );
+    }
+}
+
+/// Milliseconds with microsecond resolution (`0.361`, not `0.36154200000000003`).
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+pin_project! {
+    /// The response body of [`AccessLog`]: the inner body, unchanged.
+    pub struct AccessLogBody<B> {
+        #[pin]
+        inner: B,
+        line: Option<Line>,
+    }
+}
+
+impl<B> fmt::Debug for AccessLogBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessLogBody { .. }")
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for AccessLogBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let out = ready!(this.inner.as_mut().poll_frame(cx));
+        if out.is_none() || this.inner.is_end_stream() {
+            if let Some(mut line) = this.line.take() {
+                line.completed = true;
+            }
+        }
+        Poll::Ready(out)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

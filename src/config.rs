@@ -1,0 +1,609 @@
+//! The gateway's configuration file: TOML, read with serde, every key optional with a
+//! documented default (`examples/gateway.toml` lists them all, `docs/gateway.md` has the
+//! table). Each layer adds its own section.
+//!
+//! - Unknown keys are rejected; every error names the file, line, column and key.
+//! - Durations are written `"30s"`, `"2m"`, `"1h 30m"`, `"500ms"`; sizes `"32MiB"` or a
+//!   number of bytes.
+//! - Secrets are never written in the file: only environment references,
+//!   `api_key = "${ANTHROPIC_API_KEY}"`. A missing variable is an error naming it.
+//!
+//! ```
+//! use ai_gateway::config::GatewayConfig;
+//!
+//! let text = r#"
+//! [server]
+//! listen = "0.0.0.0:9000"
+//! body_limit = "8MiB"
+//!
+//! [upstream.anthropic]
+//! api_key = "${VENDOR_KEY}"
+//! idle_timeout = "20s"
+//! "#;
+//! let env = |name: &str| (name == "VENDOR_KEY").then(|| "sk-ant-test".to_owned());
+//! let config = GatewayConfig::parse(text, "gateway.toml", env).unwrap();
+//! assert_eq!(config.server.body_limit.as_u64(), 8 * 1024 * 1024);
+//! let anthropic = config.upstream.anthropic.as_ref().unwrap();
+//! assert_eq!(anthropic.idle_timeout, std::time::Duration::from_secs(20));
+//! assert_eq!(anthropic.api_key.value(), Some("sk-ant-test"));
+//!
+//! let err = GatewayConfig::parse("[server]\nlisten_addr = \"x\"\n", "gateway.toml", env).unwrap_err();
+//! assert!(err.to_string().starts_with("gateway.toml:2:1: [server] listen_addr: unknown field"));
+//! ```
+
+use crate::server::ServerConfig;
+use ai_core::MessagesCodecLayer;
+use ai_provider::AnthropicProvider;
+use bytesize::ByteSize;
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole file. Every section is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// `[server]`: the listening socket and its timeouts.
+    pub server: ServerSection,
+    /// `[log]`: log level and format.
+    pub log: LogSection,
+    /// `[upstream.*]`: where requests go.
+    pub upstream: UpstreamSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ServerSection {
+    /// Listen address. Default `127.0.0.1:8080` (`--listen` and `GATEWAY_LISTEN` win).
+    pub listen: String,
+    /// Time a client has to send its request headers. Default 30 s.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Longest a write to a client may stay blocked (a client that stops reading). Default 60 s.
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    /// Time allowed to receive a whole request body (slower gets 408). Default 60 s.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    /// Largest request body (larger gets 413). Default 32 MiB.
+    #[serde(deserialize_with = "size")]
+    pub body_limit: ByteSize,
+    /// How long shutdown waits for open requests to finish. Default 30 s.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:8080".to_owned(),
+            header_read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
+            body_timeout: ai_core::codec::DEFAULT_BODY_TIMEOUT,
+            body_limit: ByteSize::b(ai_core::codec::DEFAULT_BODY_LIMIT as u64),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct LogSection {
+    /// Log filter, e.g. `info` or `info,ai_provider=debug` (`RUST_LOG` wins). Default `info`.
+    pub level: String,
+    /// `text` (plain, colours only on a terminal) or `json` (one object a line). Default `text`.
+    pub format: LogFormat,
+    /// One `info` line per request (method, path, status, latency, request id, model;
+    /// never content). Default `true`.
+    pub access_log: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// `[upstream]`: one subsection per provider. With none, the built-in demo upstream answers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct UpstreamSection {
+    /// `[upstream.anthropic]`.
+    pub anthropic: Option<AnthropicSection>,
+}
+
+/// `[upstream.anthropic]`: the Anthropic API (or anything that speaks it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AnthropicSection {
+    /// Base URL. Default `https://api.anthropic.com`.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The vendor key, as an environment reference: `"${ANTHROPIC_API_KEY}"`. Required.
+    pub api_key: EnvSecret,
+    /// `anthropic-version` sent when the caller sent none. Default `2023-06-01`.
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// Time to establish the TCP connection. Default 10 s.
+    #[serde(default = "default_connect", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time from sending the request to the response headers (TLS included). Default 10 min.
+    #[serde(default = "default_first_byte", deserialize_with = "duration")]
+    pub first_byte_timeout: Duration,
+    /// Longest silence between chunks of a stream; whole bodies must arrive within it.
+    /// Default 2 min.
+    #[serde(default = "default_idle", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// How long an idle pooled connection is kept. Default 90 s.
+    #[serde(default = "default_pool_idle", deserialize_with = "duration")]
+    pub pool_idle_timeout: Duration,
+    /// Largest (decoded) non-streaming answer read from the upstream. Default 64 MiB.
+    #[serde(default = "default_max_body", deserialize_with = "size")]
+    pub max_body: ByteSize,
+}
+
+fn default_base_url() -> String {
+    ai_provider::anthropic::DEFAULT_BASE_URL.to_owned()
+}
+fn default_version() -> String {
+    ai_provider::anthropic::DEFAULT_VERSION.to_owned()
+}
+fn default_connect() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_first_byte() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_max_body() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+impl AnthropicSection {
+    /// The section with its defaults and this key (what the binary builds from
+    /// `ANTHROPIC_API_KEY` when it runs without a file).
+    pub fn with_key(name: &str, key: String) -> Self {
+        AnthropicSection {
+            base_url: default_base_url(),
+            api_key: EnvSecret {
+                name: name.to_owned(),
+                value: Some(key),
+                span: 0..0,
+            },
+            version: default_version(),
+            connect_timeout: default_connect(),
+            first_byte_timeout: default_first_byte(),
+            idle_timeout: default_idle(),
+            pool_idle_timeout: default_pool_idle(),
+            max_body: default_max_body(),
+        }
+    }
+
+    /// Builds the provider (its connection pool; nothing is sent).
+    pub fn build(&self) -> Result<AnthropicProvider, ConfigError> {
+        let key = self
+            .api_key
+            .value()
+            .ok_or_else(|| ConfigError::plain("[upstream.anthropic] api_key is not resolved"))?;
+        AnthropicProvider::builder()
+            .base_url(self.base_url.clone())
+            .api_key(key)
+            .default_version(self.version.clone())
+            .connect_timeout(self.connect_timeout)
+            .first_byte_timeout(self.first_byte_timeout)
+            .idle_timeout(self.idle_timeout)
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .max_body(usize::try_from(self.max_body.as_u64()).unwrap_or(usize::MAX))
+            .build()
+            .map_err(|e| ConfigError::plain(format!("[upstream.anthropic] {e}")))
+    }
+}
+
+/// A secret given as an environment reference (`"${NAME}"`), resolved when the file is
+/// read. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct EnvSecret {
+    name: String,
+    value: Option<String>,
+    span: Range<usize>,
+}
+
+impl EnvSecret {
+    /// The variable it names.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The value, once resolved.
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+}
+
+impl fmt::Debug for EnvSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EnvSecret(${{{}}})", self.name)
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = toml::Spanned::<String>::deserialize(d)?;
+        let span = spanned.span();
+        let text = spanned.into_inner();
+        let name = text
+            .strip_prefix("${")
+            .and_then(|t| t.strip_suffix('}'))
+            .filter(|n| {
+                !n.is_empty()
+                    && !n.starts_with(|c: char| c.is_ascii_digit())
+                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+            .ok_or_else(|| {
+                // Never quote the value: it may be a pasted key.
+                serde::de::Error::custom(
+                    "secrets are not written in the config file: use an environment \
+                     reference such as \"${ANTHROPIC_API_KEY}\"",
+                )
+            })?;
+        Ok(EnvSecret {
+            name: name.to_owned(),
+            value: None,
+            span,
+        })
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration in quotes, like \"30s\" or \"2m\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+    }
+    let text = d.deserialize_str(Text)?;
+    let value = humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration \"{text}\" ({e}): write a number and a unit, like \"30s\", \"2m\" or \"500ms\""
+        ))
+    })?;
+    if value.is_zero() {
+        return Err(serde::de::Error::custom(
+            "a duration of zero would cut every request off: give a positive duration",
+        ));
+    }
+    Ok(value)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    let value = match Raw::deserialize(d)? {
+        Raw::Bytes(n) => ByteSize::b(n),
+        Raw::Text(t) => t.parse::<ByteSize>().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid size \"{t}\": write a number of bytes or a number and a unit, like \"32MiB\""
+            ))
+        })?,
+    };
+    if value.as_u64() == 0 {
+        return Err(serde::de::Error::custom(
+            "a size of zero would refuse everything",
+        ));
+    }
+    Ok(value)
+}
+
+impl GatewayConfig {
+    /// Reads and checks a file; environment references are resolved from the process
+    /// environment.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::plain(format!("{origin}: cannot read the file: {e}")))?;
+        Self::parse(&text, &origin, |name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` (named `origin` in errors), resolving environment references with
+    /// `env`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config: GatewayConfig = toml::from_str(text).map_err(|e| {
+            ConfigError::at(origin, text, e.span(), e.message().trim_end().to_owned())
+        })?;
+        if let Some(a) = &mut config.upstream.anthropic {
+            resolve(&mut a.api_key, origin, text, &env)?;
+        }
+        Ok(config)
+    }
+
+    /// The server settings this file describes.
+    pub fn server_config(&self) -> ServerConfig {
+        let s = &self.server;
+        ServerConfig {
+            header_read_timeout: s.header_read_timeout,
+            write_timeout: Some(s.write_timeout),
+            shutdown_timeout: s.shutdown_grace,
+            codec: MessagesCodecLayer::new()
+                .body_limit(usize::try_from(s.body_limit.as_u64()).unwrap_or(usize::MAX))
+                .body_timeout(s.body_timeout),
+        }
+    }
+}
+
+fn resolve(
+    secret: &mut EnvSecret,
+    origin: &str,
+    text: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match env(&secret.name).filter(|v| !v.is_empty()) {
+        Some(v) => {
+            secret.value = Some(v);
+            Ok(())
+        }
+        None => Err(ConfigError::at(
+            origin,
+            text,
+            Some(secret.span.clone()),
+            format!(
+                "environment variable {} is not set (or is empty); set it, or change the reference",
+                secret.name
+            ),
+        )),
+    }
+}
+
+/// Why a configuration was refused: where (file, line, column, key) and what to do.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    fn plain(message: impl Into<String>) -> Self {
+        ConfigError {
+            message: message.into(),
+        }
+    }
+
+    /// `origin:line:column: [section] key: message`, from a byte span of `text`.
+    fn at(origin: &str, text: &str, span: Option<Range<usize>>, message: String) -> Self {
+        let Some(span) = span else {
+            return ConfigError::plain(format!("{origin}: {message}"));
+        };
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_no = text[..start].matches('\n').count() + 1;
+        let column = text[line_start..start].chars().count() + 1;
+        let line = text[line_start..].lines().next().unwrap_or("");
+        // The table the line is in (or the table header the error points at).
+        let section = std::iter::once(line)
+            .chain(text[..line_start].lines().rev())
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.split(']').next().unwrap_or(l).to_owned() + "]");
+        let key = line
+            .split_once('=')
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !k.starts_with('['));
+        let mut out = format!("{origin}:{line_no}:{column}: ");
+        match (section.as_deref(), key) {
+            (Some(s), Some(k)) => out.push_str(&format!("{s} {k}: ")),
+            (None, Some(k)) => out.push_str(&format!("{k}: ")),
+            (Some(s), None) => out.push_str(&format!("{s}: ")),
+            (None, None) => {}
+        }
+        out.push_str(&message);
+        ConfigError { message: out }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "ANTHROPIC_API_KEY").then(|| "sk-ant-from-env".to_owned())
+    }
+
+    fn err(text: &str) -> String {
+        GatewayConfig::parse(text, "g.toml", env)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn an_empty_file_is_every_default() {
+        let c = GatewayConfig::parse("", "g.toml", env).expect("ok");
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.server.body_limit.as_u64(), 32 * 1024 * 1024);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(c.upstream.anthropic.is_none());
+    }
+
+    #[test]
+    fn the_sample_file_sets_every_key_to_its_documented_default() {
+        let text = include_str!("../examples/gateway.toml");
+        let c = GatewayConfig::parse(text, "gateway.toml", env).expect("sample parses");
+        let d = ServerSection::default();
+        assert_eq!(c.server.listen, d.listen);
+        assert_eq!(c.server.header_read_timeout, d.header_read_timeout);
+        assert_eq!(c.server.write_timeout, d.write_timeout);
+        assert_eq!(c.server.body_timeout, d.body_timeout);
+        assert_eq!(c.server.body_limit, d.body_limit);
+        assert_eq!(c.server.shutdown_grace, d.shutdown_grace);
+        assert_eq!(c.log.level, "info");
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(c.log.access_log);
+        let a = c.upstream.anthropic.expect("[upstream.anthropic]");
+        let d = AnthropicSection::with_key("X", String::new());
+        assert_eq!(a.api_key.value(), Some("sk-ant-from-env"));
+        assert_eq!(a.api_key.name(), "ANTHROPIC_API_KEY");
+        assert_eq!(a.base_url, d.base_url);
+        assert_eq!(a.version, d.version);
+        assert_eq!(a.connect_timeout, d.connect_timeout);
+        assert_eq!(a.first_byte_timeout, d.first_byte_timeout);
+        assert_eq!(a.idle_timeout, d.idle_timeout);
+        assert_eq!(a.pool_idle_timeout, d.pool_idle_timeout);
+        assert_eq!(a.max_body, d.max_body);
+        // Every key of the sample is set, not left to its default: nothing commented out.
+        for key in [
+            "listen",
+            "header_read_timeout",
+            "write_timeout",
+            "body_timeout",
+            "body_limit",
+            "shutdown_grace",
+            "level",
+            "format",
+            "access_log",
+            "base_url",
+            "api_key",
+            "version",
+            "connect_timeout",
+            "first_byte_timeout",
+            "idle_timeout",
+            "pool_idle_timeout",
+            "max_body",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "the sample sets {key}"
+            );
+        }
+        assert!(a.build().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_line_and_key() {
+        assert_eq!(
+            err("[server]\nlisten = \"127.0.0.1:1\"\nread_timeout = \"5s\"\n"),
+            "g.toml:3:1: [server] read_timeout: unknown field `read_timeout`, expected one of \
+             `listen`, `header_read_timeout`, `write_timeout`, `body_timeout`, `body_limit`, \
+             `shutdown_grace`"
+        );
+        assert!(err("[sever]\n").starts_with("g.toml:1:2: [sever]: unknown field `sever`"));
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_name_the_key() {
+        let e = err("[log]\naccess_log = \"yes\"\n");
+        assert!(
+            e.starts_with("g.toml:2:14: [log] access_log: invalid type"),
+            "{e}"
+        );
+        let e = err(
+            "[upstream.anthropic]\napi_key = \"${ANTHROPIC_API_KEY}\"\nidle_timeout = \"20 parsecs\"\n",
+        );
+        assert!(
+            e.starts_with(
+                "g.toml:3:16: [upstream.anthropic] idle_timeout: invalid duration \"20 parsecs\""
+            ),
+            "{e}"
+        );
+        let e = err("[server]\nbody_timeout = 30\n");
+        assert_eq!(
+            e,
+            "g.toml:2:16: [server] body_timeout: invalid type: integer `30`, expected a duration \
+             in quotes, like \"30s\" or \"2m\""
+        );
+        let e = err("[server]\nwrite_timeout = \"0s\"\n");
+        assert!(
+            e.contains("[server] write_timeout: a duration of zero"),
+            "{e}"
+        );
+        let e = err("[server]\nbody_limit = \"lots\"\n");
+        assert!(
+            e.contains("[server] body_limit: invalid size \"lots\""),
+            "{e}"
+        );
+        let e = err("[log]\nformat = \"xml\"\n");
+        assert!(e.contains("[log] format: unknown variant `xml`"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_environment_references_only() {
+        let e = err("[upstream.anthropic]\napi_key = \"sk-ant-pasted-secret\"\n");
+        assert!(
+            e.starts_with("g.toml:2:11: [upstream.anthropic] api_key: secrets are not written"),
+            "{e}"
+        );
+        assert!(!e.contains("pasted"), "the value is never quoted: {e}");
+        let e = err("[upstream.anthropic]\napi_key = \"${NOT_SET_ANYWHERE}\"\n");
+        assert_eq!(
+            e,
+            "g.toml:2:11: [upstream.anthropic] api_key: environment variable NOT_SET_ANYWHERE is \
+             not set (or is empty); set it, or change the reference"
+        );
+        let e = err("[upstream.anthropic]\nbase_url = \"http://x\"\n");
+        assert_eq!(
+            e,
+            "g.toml:1:1: [upstream.anthropic]: missing field `api_key`"
+        );
+        let c = GatewayConfig::parse(
+            "[upstream.anthropic]\napi_key = \"${ANTHROPIC_API_KEY}\"\n",
+            "g.toml",
+            env,
+        )
+        .expect("ok");
+        let a = c.upstream.anthropic.expect("section");
+        assert!(!format!("{a:?}").contains("sk-ant-from-env"));
+    }
+
+    #[test]
+    fn sizes_take_units_or_bytes() {
+        let c = GatewayConfig::parse("[server]\nbody_limit = 1024\n", "g.toml", env).expect("ok");
+        assert_eq!(c.server.body_limit.as_u64(), 1024);
+        let c =
+            GatewayConfig::parse("[server]\nbody_limit = \"2 MiB\"\n", "g.toml", env).expect("ok");
+        assert_eq!(c.server.body_limit.as_u64(), 2 * 1024 * 1024);
+    }
+}

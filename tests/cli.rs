@@ -1,0 +1,344 @@
+//! The example binary as an operator meets it: `--help`, `--check-config` on good and bad
+//! files, a busy port, the configured timeouts firing against a hanging upstream, and the
+//! access log in both formats. These run the real `target/<profile>/examples/gateway`
+//! that `cargo test` builds.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn gateway_bin() -> PathBuf {
+    // target/<profile>/deps/cli-<hash> -> target/<profile>/examples/gateway
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
+    let bin = dir
+        .join("examples")
+        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds the examples",
+        bin.display()
+    );
+    bin
+}
+
+fn command() -> Command {
+    let mut c = Command::new(gateway_bin());
+    c.env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("GATEWAY_LISTEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = command();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(30), c.output())
+        .await
+        .expect("the binary finished in time")
+        .expect("the binary ran")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn temp_config(name: &str, body: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ai-gateway-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write config");
+    path
+}
+
+#[tokio::test]
+async fn help_goes_to_stdout_and_exits_zero() {
+    let out = run(&["--help"], &[]).await;
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Usage: gateway [OPTIONS]"), "{stdout}");
+    for flag in [
+        "--config <PATH>",
+        "--check-config <PATH>",
+        "--listen <ADDR>",
+    ] {
+        assert!(stdout.contains(flag), "{flag} in {stdout}");
+    }
+    assert!(!stdout.contains("\\n"), "no literal escapes");
+    assert!(out.stderr.is_empty());
+    let out = run(&["--bogus"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unexpected argument '--bogus'"));
+}
+
+#[tokio::test]
+async fn check_config_accepts_the_sample_with_every_key() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateway.toml");
+    let out = run(
+        &["--check-config", sample],
+        &[("ANTHROPIC_API_KEY", "sk-ant-test")],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "ok (listen 127.0.0.1:8080, upstream anthropic at https://api.anthropic.com)"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn check_config_refuses_bad_files_with_a_clear_message() {
+    let cases = [
+        (
+            "unknown.toml",
+            "[server]\nlisten = \"127.0.0.1:8080\"\nheader_timeout = \"5s\"\n",
+            ":3:1: [server] header_timeout: unknown field `header_timeout`",
+        ),
+        (
+            "type.toml",
+            "[log]\naccess_log = 1\n",
+            ":2:14: [log] access_log: invalid type: integer `1`, expected a boolean",
+        ),
+        (
+            "duration.toml",
+            "[server]\nbody_timeout = \"ten seconds\"\n",
+            ":2:16: [server] body_timeout: invalid duration \"ten seconds\"",
+        ),
+        (
+            "env.toml",
+            "[upstream.anthropic]\napi_key = \"${AI_GATEWAY_TEST_UNSET_KEY}\"\n",
+            ":2:11: [upstream.anthropic] api_key: environment variable AI_GATEWAY_TEST_UNSET_KEY is not set",
+        ),
+        (
+            "literal.toml",
+            "[upstream.anthropic]\napi_key = \"sk-ant-literal\"\n",
+            ":2:11: [upstream.anthropic] api_key: secrets are not written in the config file",
+        ),
+        (
+            "url.toml",
+            "[upstream.anthropic]\napi_key = \"${AI_GATEWAY_TEST_KEY}\"\nbase_url = \"not a url\"\n",
+            "[upstream.anthropic] invalid base url: not a url",
+        ),
+    ];
+    for (name, body, want) in cases {
+        let path = temp_config(name, body);
+        let out = run(
+            &["--check-config", path.to_str().expect("utf8 path")],
+            &[("AI_GATEWAY_TEST_KEY", "sk-test")],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{name}: {stderr}");
+        assert!(stderr.contains(want), "{name}: want {want:?} in {stderr}");
+        assert!(
+            !stderr.contains("sk-ant-literal"),
+            "secrets are never echoed"
+        );
+        assert!(out.stdout.is_empty(), "{name}");
+        // The same file refuses to start the gateway, with the same message.
+        let start = run(
+            &["--config", path.to_str().expect("utf8 path")],
+            &[("AI_GATEWAY_TEST_KEY", "sk-test")],
+        )
+        .await;
+        assert_eq!(start.status.code(), Some(1), "{name}");
+        assert!(text(&start.stderr).contains(want), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_busy_port_names_the_address_and_the_way_out() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = run(&["--listen", &addr], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("error: cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--listen ADDR"), "{stderr}");
+    assert!(!stderr.contains("Os {"), "no Debug output: {stderr}");
+}
+
+/// A running binary and the lines it logs.
+struct Running {
+    _child: Child,
+    addr: String,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Running {
+    async fn start(config: &std::path::Path) -> Running {
+        let mut child = command()
+            .args(["--config", config.to_str().expect("utf8 path")])
+            .env("AI_GATEWAY_TEST_KEY", "sk-test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut r = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                let _ = tx.send(l);
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let l = lines.recv().await.expect("the gateway started");
+                if let Some(i) = l.find("listening on http://") {
+                    let rest = &l[i + "listening on http://".len()..];
+                    return rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | ':'))
+                        .collect::<String>();
+                }
+            }
+        })
+        .await
+        .expect("listening line");
+        Running {
+            _child: child,
+            addr,
+            lines,
+        }
+    }
+
+    async fn line_containing(&mut self, needle: &str) -> String {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let l = self.lines.recv().await.expect("more log lines");
+                if l.contains(needle) {
+                    return l;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("a log line with {needle:?}"))
+    }
+}
+
+#[tokio::test]
+async fn the_configured_timeouts_are_the_ones_that_fire() {
+    let up = MockUpstream::start().await;
+    let config = temp_config(
+        "timeouts.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[upstream.anthropic]\nbase_url = \"{}\"\napi_key = \"${{AI_GATEWAY_TEST_KEY}}\"\nfirst_byte_timeout = \"300ms\"\nidle_timeout = \"400ms\"\n",
+            up.url()
+        ),
+    );
+    let mut gw = Running::start(&config).await;
+    let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
+
+    let started = std::time::Instant::now();
+    let (status, _, body) = post_json(addr, messages_body("stall/first-byte", false)).await;
+    assert_eq!(status, 504);
+    let (kind, message) = error_json(&body);
+    assert_eq!(kind, "upstream_timeout");
+    assert_eq!(message, "upstream sent no response within 300 ms");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let (status, _, body) = post_json(addr, messages_body("stall/mid-stream", true)).await;
+    assert_eq!(status, 200);
+    let events = parse_sse(&body);
+    let (name, last) = events.last().expect("events");
+    assert_eq!(name, "error");
+    assert_eq!(last["error"]["type"], "upstream_timeout");
+    assert_eq!(
+        last["error"]["message"],
+        "upstream sent nothing for 400 ms during the stream"
+    );
+    // The vendor key from the environment reference is what reached the upstream.
+    assert_eq!(up.last().headers["x-api-key"], "sk-test");
+
+    let line = gw.line_containing("status=504").await;
+    assert!(
+        line.contains("INFO ai_gateway::access: request method=POST path=\"/v1/messages\""),
+        "{line}"
+    );
+    assert!(line.contains("model=\"stall/first-byte\""), "{line}");
+    assert!(line.contains("request_id=\"gw_"), "{line}");
+    assert!(line.contains("latency_ms="), "{line}");
+    assert!(
+        !line.contains("Hello"),
+        "no content in the access log: {line}"
+    );
+    assert!(
+        !line.contains('\u{1b}'),
+        "no colour codes off a terminal: {line:?}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line() {
+    let config = temp_config(
+        "json.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\n",
+    );
+    let mut gw = Running::start(&config).await;
+    let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
+    let (status, _, _) = post_json(addr, messages_body("claude-sonnet-4-5", false)).await;
+    assert_eq!(status, 200);
+    let line = gw.line_containing("ai_gateway::access").await;
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["target"], "ai_gateway::access");
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["path"], "/v1/messages");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["model"], "claude-sonnet-4-5");
+    assert_eq!(v["completed"], true);
+    assert!(
+        v["request_id"]
+            .as_str()
+            .expect("request id")
+            .starts_with("gw_")
+    );
+    assert!(v["latency_ms"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn the_sample_config_runs_a_working_gateway() {
+    // examples/gateway.toml as shipped (every key), pointed at the mock upstream.
+    let up = MockUpstream::start().await;
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/gateway.toml"
+    ))
+    .expect("sample");
+    let text = sample
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("https://api.anthropic.com", &up.url())
+        .replace("${ANTHROPIC_API_KEY}", "${AI_GATEWAY_TEST_KEY}");
+    assert_ne!(text, sample);
+    let config = temp_config("sample.toml", &text);
+    let mut gw = Running::start(&config).await;
+    let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
+    let (status, _, body) = post_json(addr, messages_body("replay/stream_text", true)).await;
+    assert_eq!(status, 200);
+    assert_eq!(parse_sse(&body).last().expect("events").0, "message_stop");
+    assert_eq!(up.last().headers["x-api-key"], "sk-test");
+    gw.line_containing("model=\"replay/stream_text\"").await;
+}
