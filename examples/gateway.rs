@@ -114,7 +114,7 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
     let upstream = match &config.upstream.anthropic {
         Some(a) => {
             a.build().map_err(|e| e.to_string())?;
-            format!("upstream anthropic at {}", a.base_url)
+            format!("upstream anthropic at {}", shown_url(&a.base_url))
         }
         None => "the built-in demo upstream".to_owned(),
     };
@@ -150,14 +150,15 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
     let upstream: Upstream = match &config.upstream.anthropic {
         Some(a) => {
             let provider = a.build().map_err(|e| e.to_string())?;
-            tracing::info!(base_url = %a.base_url, "forwarding to the Anthropic API");
+            tracing::info!(base_url = %shown_url(&a.base_url), "forwarding to the Anthropic API");
             BoxCloneService::new(provider)
         }
         None => {
-            tracing::warn!(
-                "no upstream is configured (no [upstream.anthropic], no ANTHROPIC_API_KEY): \
-                 serving the built-in demo upstream (canned answers)"
-            );
+            let why = match &cli.config {
+                Some(path) => format!("{} has no [upstream.anthropic] section", path.display()),
+                None => "ANTHROPIC_API_KEY is not set".to_owned(),
+            };
+            tracing::warn!("{why}: serving the built-in demo upstream (canned answers)");
             BoxCloneService::new(DemoProvider::new())
         }
     };
@@ -182,6 +183,20 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("the server stopped: {e}"))
+}
+
+/// A URL as it may be shown: scheme, host, port and path, never `user:password@`.
+fn shown_url(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(u) => format!(
+            "{}://{}{}{}",
+            u.scheme_str().unwrap_or("?"),
+            u.host().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            u.path().trim_end_matches('/')
+        ),
+        Err(_) => "(invalid url)".to_owned(),
+    }
 }
 
 fn bind_error(listen: &str, e: &std::io::Error) -> String {

@@ -50,6 +50,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --workspace --all-featur
 step "feature combinations build on their own"
 cargo check --locked --quiet --no-default-features
 cargo check --locked --quiet --no-default-features --features provider
+cargo check --locked --quiet --no-default-features --features server
 cargo check --locked --quiet -p ai-core --no-default-features
 cargo check --locked --quiet -p ai-core --features test-util
 
@@ -62,8 +63,15 @@ echo "rust tests passed: $passed"
 step "official anthropic Python SDK against the real gateway (pytest output below)"
 cargo test --locked --test python_sdk -- --nocapture
 
-step "example gateway (release) + official SDK against its demo upstream"
+step "example gateway (release): --help, --check-config, then the official SDK against its demo upstream"
 cargo build --release --locked --example gateway
+./target/release/examples/gateway --help | head -3
+ANTHROPIC_API_KEY=sk-ant-check-only ./target/release/examples/gateway --check-config examples/gateway.toml
+if env -u ANTHROPIC_API_KEY ./target/release/examples/gateway --check-config examples/gateway.toml 2>target/check-config.err; then
+  echo "--check-config accepted a file whose key variable is not set"; exit 1
+fi
+grep -q "ANTHROPIC_API_KEY is not set" target/check-config.err || { cat target/check-config.err; exit 1; }
+echo "ok: a missing key variable is refused: $(cat target/check-config.err)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 log=$(mktemp)
 env -u ANTHROPIC_API_KEY ./target/release/examples/gateway --listen "127.0.0.1:$port" >"$log" 2>&1 &

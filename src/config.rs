@@ -33,7 +33,7 @@
 
 use crate::server::ServerConfig;
 use ai_core::MessagesCodecLayer;
-use ai_provider::AnthropicProvider;
+use ai_provider::{AnthropicProvider, anthropic};
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -79,14 +79,16 @@ pub struct ServerSection {
 }
 
 impl Default for ServerSection {
+    /// [`ServerConfig::default`]'s values, and the codec's.
     fn default() -> Self {
+        let d = ServerConfig::default();
         ServerSection {
             listen: "127.0.0.1:8080".to_owned(),
-            header_read_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(60),
+            header_read_timeout: d.header_read_timeout,
+            write_timeout: d.write_timeout.unwrap_or(Duration::from_secs(60)),
             body_timeout: ai_core::codec::DEFAULT_BODY_TIMEOUT,
             body_limit: ByteSize::b(ai_core::codec::DEFAULT_BODY_LIMIT as u64),
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: d.shutdown_timeout,
         }
     }
 }
@@ -165,26 +167,27 @@ pub struct AnthropicSection {
     pub max_body: ByteSize,
 }
 
+// The defaults are the provider builder's own.
 fn default_base_url() -> String {
-    ai_provider::anthropic::DEFAULT_BASE_URL.to_owned()
+    anthropic::DEFAULT_BASE_URL.to_owned()
 }
 fn default_version() -> String {
-    ai_provider::anthropic::DEFAULT_VERSION.to_owned()
+    anthropic::DEFAULT_VERSION.to_owned()
 }
 fn default_connect() -> Duration {
-    Duration::from_secs(10)
+    anthropic::DEFAULT_CONNECT_TIMEOUT
 }
 fn default_first_byte() -> Duration {
-    Duration::from_secs(600)
+    anthropic::DEFAULT_FIRST_BYTE_TIMEOUT
 }
 fn default_idle() -> Duration {
-    Duration::from_secs(120)
+    anthropic::DEFAULT_IDLE_TIMEOUT
 }
 fn default_pool_idle() -> Duration {
-    Duration::from_secs(90)
+    anthropic::DEFAULT_POOL_IDLE_TIMEOUT
 }
 fn default_max_body() -> ByteSize {
-    ByteSize::mib(64)
+    ByteSize::b(anthropic::DEFAULT_MAX_BODY as u64)
 }
 
 impl AnthropicSection {
@@ -256,9 +259,13 @@ impl fmt::Debug for EnvSecret {
 
 impl<'de> Deserialize<'de> for EnvSecret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let spanned = toml::Spanned::<String>::deserialize(d)?;
+        let spanned = toml::Spanned::<toml::Value>::deserialize(d)?;
         let span = spanned.span();
-        let text = spanned.into_inner();
+        let text = match spanned.into_inner() {
+            toml::Value::String(t) => t,
+            // Not `invalid type: integer 1234…`: the value is never quoted.
+            _ => String::new(),
+        };
         let name = text
             .strip_prefix("${")
             .and_then(|t| t.strip_suffix('}'))
@@ -282,6 +289,9 @@ impl<'de> Deserialize<'de> for EnvSecret {
     }
 }
 
+/// Longest accepted duration (a deadline far beyond it would overflow a clock).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct Text;
     impl serde::de::Visitor<'_> for Text {
@@ -302,6 +312,11 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     if value.is_zero() {
         return Err(serde::de::Error::custom(
             "a duration of zero would cut every request off: give a positive duration",
+        ));
+    }
+    if value > MAX_DURATION {
+        return Err(serde::de::Error::custom(
+            "durations are capped at 365 days: give a shorter one",
         ));
     }
     Ok(value)
@@ -555,6 +570,14 @@ mod tests {
             "g.toml:2:16: [server] body_timeout: invalid type: integer `30`, expected a duration \
              in quotes, like \"30s\" or \"2m\""
         );
+        let e = err("[server]\nwrite_timeout = \"300000000000y\"\n");
+        assert!(
+            e.contains("[server] write_timeout: durations are capped"),
+            "{e}"
+        );
+        let e = err("[upstream.anthropic]\napi_key = 12345678\n");
+        assert!(e.contains("api_key: secrets are not written"), "{e}");
+        assert!(!e.contains("12345678"), "{e}");
         let e = err("[server]\nwrite_timeout = \"0s\"\n");
         assert!(
             e.contains("[server] write_timeout: a duration of zero"),

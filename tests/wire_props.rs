@@ -418,3 +418,26 @@ fn what_the_gateway_does_not_model_is_forwarded_byte_for_byte() {
     assert_eq!(out.matches(odd).count(), 7, "{out}");
     assert_eq!(out, body);
 }
+
+#[test]
+fn a_key_twice_in_one_object_is_refused() {
+    // Parsers disagree on which copy wins; the gateway must read what the upstream acts on.
+    for body in [
+        r#"{"model":"a","model":"b","max_tokens":1,"messages":[]}"#,
+        r#"{"model":"a","max_tokens":1,"messages":[],"x":1,"x":2}"#,
+        r#"{"model":"a","max_tokens":1,"messages":[{"role":"user","content":[{"type":"zzz","type":"text","text":"t"}]}]}"#,
+        r#"{"model":"a","max_tokens":1,"messages":[{"role":"user","content":[{"type":"text","type":"zzz","text":"t"}]}]}"#,
+        r#"{"model":"a","max_tokens":1,"messages":[{"role":"user","content":[{"text":"t","type":"text","type":"zzz"}]}]}"#,
+        r#"{"model":"a","max_tokens":1,"messages":[{"role":"user","content":[{"type":"zzz","k":1,"k":2}]}]}"#,
+    ] {
+        let err = serde_json::from_str::<MessagesRequest>(body).expect_err(body);
+        assert!(err.to_string().contains("duplicate field"), "{body}: {err}");
+    }
+}
+
+#[test]
+fn an_explicit_null_in_a_raw_field_is_forwarded() {
+    let body = r#"{"model":"a","max_tokens":1,"messages":[{"role":"user","content":[{"type":"text","text":"t","cache_control":null}]}],"tool_choice":null,"metadata":null}"#;
+    let typed: MessagesRequest = serde_json::from_str(body).expect("typed");
+    assert_eq!(serde_json::to_string(&typed).expect("ser"), body);
+}

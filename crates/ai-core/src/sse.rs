@@ -437,6 +437,10 @@ where
                 Some(Err(e)) => {
                     *this.done = true;
                     tracing::debug!(error = %e, "upstream event stream is invalid");
+                    if *this.saw_stop {
+                        // The answer is whole; what follows it does not matter.
+                        return Poll::Ready(None);
+                    }
                     return Poll::Ready(Some(Err(AiError::new(
                         crate::error::ErrorKind::UpstreamUnavailable,
                         "upstream event stream is invalid",
@@ -460,7 +464,12 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     *this.done = true;
-                    tracing::debug!(error = %e, "upstream stream broke");
+                    tracing::debug!(error = %e, after_stop = *this.saw_stop, "upstream stream broke");
+                    if *this.saw_stop {
+                        // E.g. a compressed body cut after its last event (no trailer):
+                        // the answer is whole.
+                        return Poll::Ready(None);
+                    }
                     return Poll::Ready(Some(Err(AiError::new(
                         crate::error::ErrorKind::UpstreamUnavailable,
                         "upstream connection broke during the stream",
@@ -669,6 +678,23 @@ mod tests {
     async fn body_events_end_cleanly_after_message_stop() {
         let text = format!("{START}event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n");
         let items = body_events_of(text).await;
+        assert_eq!(items.len(), 2);
+        assert!(items.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn a_body_error_after_message_stop_is_a_clean_end() {
+        use futures_util::StreamExt;
+        // E.g. a gzip body cut after its last event: the decoder fails on the missing
+        // trailer, but the answer is whole.
+        let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::io::Error>> = vec![
+            Ok(http_body::Frame::data(bytes::Bytes::from(format!(
+                "{START}event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+            )))),
+            Err(std::io::Error::other("unexpected end of gzip stream")),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let items: Vec<_> = BodyEvents::new(body, None).collect().await;
         assert_eq!(items.len(), 2);
         assert!(items.iter().all(Result::is_ok));
     }

@@ -27,6 +27,16 @@ use tower_http::decompression::{Decompression, DecompressionBody};
 pub const DEFAULT_VERSION: &str = "2023-06-01";
 /// Default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// Default TCP connect timeout: 10 seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time to the response headers: 600 seconds (the SDKs' own default).
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default longest silence between stream chunks: 120 seconds.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default lifetime of an idle pooled connection: 90 seconds.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default largest (decoded) non-streaming answer: 64 MiB.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// A provider could not be built from its settings.
 #[derive(Debug)]
@@ -251,11 +261,11 @@ impl AnthropicProvider {
             base_url: DEFAULT_BASE_URL.to_owned(),
             api_key: None,
             version: DEFAULT_VERSION.to_owned(),
-            connect_timeout: Duration::from_secs(10),
-            first_byte_timeout: Duration::from_secs(600),
-            idle_timeout: Duration::from_secs(120),
-            pool_idle_timeout: Duration::from_secs(90),
-            max_body: 64 * 1024 * 1024,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
             extra_roots: Vec::new(),
         }
     }
@@ -371,6 +381,12 @@ impl AnthropicProvider {
             t.mark_first_byte();
         }
         let (parts, body) = resp.into_parts();
+        let headers = pass_through(&parts.headers);
+        if !parts.status.is_success() {
+            return Err(self
+                .upstream_error(parts.status, &parts.headers, headers, body)
+                .await);
+        }
         if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING) {
             // Left in place only when it is not one the client decodes.
             if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
@@ -380,12 +396,6 @@ impl AnthropicProvider {
                     "upstream answered with an unsupported content-encoding",
                 ));
             }
-        }
-        let headers = pass_through(&parts.headers);
-        if !parts.status.is_success() {
-            return Err(self
-                .upstream_error(parts.status, &parts.headers, headers, body)
-                .await);
         }
         let is_sse = parts
             .headers

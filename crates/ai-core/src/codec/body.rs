@@ -93,7 +93,9 @@ impl Body for CodecBody {
                 loop {
                     match stream.as_mut().poll_next(cx) {
                         Poll::Ready(Some(Ok(ev))) => {
-                            *saw_stop |= matches!(ev, StreamEvent::MessageStop(_));
+                            // An error event written as an item also ends the stream.
+                            *saw_stop |=
+                                matches!(ev, StreamEvent::MessageStop(_) | StreamEvent::Error(_));
                             sse::encode_event(&ev, buf);
                             if buf.len() >= MAX_BATCH {
                                 break;

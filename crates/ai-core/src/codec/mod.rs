@@ -23,10 +23,10 @@
 //! `x-request-id` when present) and [`Timings`] unless an outer layer already did, and
 //! puts [`RequestedModel`] on the response (for access logs of outer layers).
 //!
-//! The caller always gets the shape it asked for, and never a cut stream that looks
-//! finished: a whole message answered to a `stream: true` request is written as the
-//! equivalent events, and a stream that ends without `message_stop` (and without an
-//! error) gets a closing `event: error` ([`sse::ended_early`](crate::sse::ended_early)).
+//! A stream request always gets a stream, and never a cut stream that looks finished: a
+//! whole message answered to a `stream: true` request is written as the equivalent events,
+//! and a stream that ends without `message_stop` (and without an error) gets a closing
+//! `event: error` ([`sse::ended_early`](crate::sse::ended_early)).
 
 mod body;
 
@@ -472,7 +472,7 @@ fn redact_quotes(msg: &str) -> String {
 
 /// `stream` is whether the caller asked for a stream: a whole message answered to a
 /// stream request is sent as the equivalent events ([`AiBody::into_stream`]), so the
-/// caller gets the shape it asked for whatever the inner service returned.
+/// caller gets a stream whatever the inner service returned.
 fn encode(resp: Response<AiBody>, stream: bool, request_id: &RequestId) -> Response<CodecBody> {
     let (mut parts, body) = resp.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -9,9 +9,9 @@ wire_struct! {
         /// The text.
         req text: String,
         /// Citations attached by the model (responses) or kept from a previous turn.
-        opt citations: RawJson,
+        raw citations: RawJson,
         /// Prompt-caching breakpoint, e.g. `{"type": "ephemeral"}`.
-        opt cache_control: RawJson,
+        raw cache_control: RawJson,
     }
 }
 
@@ -21,7 +21,7 @@ wire_struct! {
         /// The image source object (`base64`, `url`, `file`).
         req source: RawJson,
         /// Prompt-caching breakpoint.
-        opt cache_control: RawJson,
+        raw cache_control: RawJson,
     }
 }
 
@@ -35,9 +35,9 @@ wire_struct! {
         /// Optional context about the document.
         opt context: String,
         /// Citation settings, e.g. `{"enabled": true}`.
-        opt citations: RawJson,
+        raw citations: RawJson,
         /// Prompt-caching breakpoint.
-        opt cache_control: RawJson,
+        raw cache_control: RawJson,
     }
 }
 
@@ -51,7 +51,7 @@ wire_struct! {
         /// The arguments, a JSON object.
         req input: RawJson,
         /// Prompt-caching breakpoint.
-        opt cache_control: RawJson,
+        raw cache_control: RawJson,
     }
 }
 
@@ -65,7 +65,7 @@ wire_struct! {
         /// Whether the tool failed.
         opt is_error: bool,
         /// Prompt-caching breakpoint.
-        opt cache_control: RawJson,
+        raw cache_control: RawJson,
     }
 }
 

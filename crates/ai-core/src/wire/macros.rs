@@ -7,13 +7,20 @@
 //! [`RawJson`](super::RawJson): the exact text the sender wrote.
 //!
 //! Fields are declared as `req name: Type` (always serialized; absent on input is an error,
-//! unless `Type` is an `Option`, which then reads as `None` and writes `null`) or
-//! `opt name: Type` (stored as `Option<Type>`, skipped on output when `None`). A field whose
-//! JSON key is not its Rust name takes `= "key"`.
+//! unless `Type` is an `Option`, which then reads as `None` and writes `null`),
+//! `opt name: Type` (stored as `Option<Type>`, skipped on output when `None`; an explicit
+//! `null` reads as `None`) or `raw name: RawJson` (stored as `Option<RawJson>`, skipped
+//! when absent; an explicit `null` is kept as `null`, so it is forwarded as sent). A field
+//! whose JSON key is not its Rust name takes `= "key"`.
+//!
+//! A key that appears twice in one object is refused (`duplicate field`), as serde derive
+//! does: JSON parsers disagree on which copy wins, and the gateway must read the same
+//! value the upstream will act on.
 
 macro_rules! wire_field_ty {
     (req $ty:ty) => { $ty };
     (opt $ty:ty) => { Option<$ty> };
+    (raw $ty:ty) => { Option<$ty> };
 }
 
 macro_rules! wire_key {
@@ -34,6 +41,9 @@ macro_rules! wire_ser_field {
             $map.serialize_entry($key, v)?;
         }
     };
+    (raw $map:ident, $key:expr, $value:expr) => {
+        wire_ser_field!(opt $map, $key, $value)
+    };
 }
 
 macro_rules! wire_de_finish {
@@ -50,6 +60,9 @@ macro_rules! wire_de_finish {
     (opt $ty:ty, $slot:expr, $key:expr) => {
         $slot.flatten()
     };
+    (raw $ty:ty, $slot:expr, $key:expr) => {
+        $slot.flatten()
+    };
 }
 
 macro_rules! wire_de_value {
@@ -58,6 +71,9 @@ macro_rules! wire_de_value {
     };
     (opt $ty:ty, $map:ident) => {
         $map.next_value::<Option<$ty>>()?
+    };
+    (raw $ty:ty, $map:ident) => {
+        Some($map.next_value::<$ty>()?)
     };
 }
 
@@ -110,12 +126,24 @@ macro_rules! wire_struct {
                     let key = key.0;
                     match &*key {
                         $( wire_key!($field $($key)?) => {
+                            if $field.is_some() {
+                                return Err(<A::Error as ::serde::de::Error>::duplicate_field(
+                                    wire_key!($field $($key)?),
+                                ));
+                            }
                             $field = Some(wire_de_value!($kind $ty, map));
                         } )*
                         k if Some(k) == skip => {
-                            map.next_value::<::serde::de::IgnoredAny>()?;
+                            return Err(<A::Error as ::serde::de::Error>::custom(
+                                format_args!("duplicate field `{k}`"),
+                            ));
                         }
                         _ => {
+                            if extra.get(&key).is_some() {
+                                return Err(<A::Error as ::serde::de::Error>::custom(
+                                    "duplicate field",
+                                ));
+                            }
                             let v = map.next_value::<$crate::wire::RawJson>()?;
                             extra.push(key.into_owned(), v);
                         }
@@ -231,8 +259,11 @@ macro_rules! wire_tagged_enum {
                             return match &*tag {
                                 $( $value => <$payload>::visit_fields(map, Some($tag)).map($name::$variant), )*
                                 _ => {
-                                    let mut members = Vec::new();
+                                    let mut members: Vec<(::std::borrow::Cow<'de, str>, $crate::wire::RawJson)> = Vec::new();
                                     while let Some(k) = map.next_key::<$crate::wire::de::Key<'de>>()? {
+                                        if &*k.0 == $tag || members.iter().any(|(m, _)| *m == k.0) {
+                                            return Err(A::Error::custom("duplicate field"));
+                                        }
                                         members.push((k.0, map.next_value::<$crate::wire::RawJson>()?));
                                     }
                                     let json = $crate::wire::raw::object_text::<A::Error>(
@@ -251,6 +282,9 @@ macro_rules! wire_tagged_enum {
                         let mut members: Vec<(::std::borrow::Cow<'de, str>, $crate::wire::RawJson)> = Vec::new();
                         members.push((first, map.next_value()?));
                         while let Some(k) = map.next_key::<$crate::wire::de::Key<'de>>()? {
+                            if members.iter().any(|(m, _)| *m == k.0) {
+                                return Err(A::Error::custom("duplicate field"));
+                            }
                             members.push((k.0, map.next_value()?));
                         }
                         let tag: String = match members.iter().find(|(k, _)| k == $tag) {

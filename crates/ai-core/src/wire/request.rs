@@ -32,9 +32,9 @@ wire_struct! {
         /// What the tool does.
         opt description: String,
         /// JSON Schema of the input.
-        opt input_schema: RawJson,
+        raw input_schema: RawJson,
         /// Prompt-caching breakpoint.
-        opt cache_control: RawJson,
+        raw cache_control: RawJson,
     }
 }
 
@@ -63,11 +63,11 @@ wire_struct! {
         /// Tools the model may call.
         opt tools: Vec<Tool>,
         /// How the model picks tools.
-        opt tool_choice: RawJson,
+        raw tool_choice: RawJson,
         /// Extended thinking settings.
-        opt thinking: RawJson,
+        raw thinking: RawJson,
         /// Request metadata, e.g. `{"user_id": "..."}`.
-        opt metadata: RawJson,
+        raw metadata: RawJson,
         /// Service tier preference.
         opt service_tier: String,
     }
