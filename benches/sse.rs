@@ -12,6 +12,7 @@ use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, cr
 use futures_util::StreamExt;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
+use tower::ServiceExt;
 
 const THINKING: &[u8] = include_bytes!("../tests/fixtures/anthropic/stream_thinking.sse");
 const TOOL_USE: &[u8] = include_bytes!("../tests/fixtures/anthropic/stream_tool_use_docs.sse");
@@ -77,7 +78,8 @@ fn bench(c: &mut Criterion) {
 
 /// The provider's decode path: [`sse::BodyEvents`] over an HTTP body delivering the stream
 /// in 512-byte frames, polled to the end (every check a provider runs per chunk and per
-/// event is in it). Baseline: the same frames through the bare parse + typed loop.
+/// event is in it), bare and behind tower-http's decompression (identity, and gzip).
+/// Baseline: the same frames through the bare parse + typed loop.
 fn body_events(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -107,12 +109,62 @@ fn body_events(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
+        // The same body behind the provider's decompression layer: an identity answer
+        // (what nearly every upstream sends) and a gzip one sent in 512-byte pieces.
+        for (label, encoding) in [("identity", None), ("gzip", Some("gzip"))] {
+            let pieces = match encoding {
+                None => frames.clone(),
+                Some(_) => gzip(raw).chunks(512).map(Bytes::copy_from_slice).collect(),
+            };
+            g.bench_function(format!("decompression_{label}/body_events"), |b| {
+                b.to_async(&rt).iter_batched(
+                    || pieces.clone(),
+                    |pieces| async move {
+                        let upstream = tower::service_fn(move |_req: http::Request<()>| {
+                            let body = StreamBody::new(futures_util::stream::iter(
+                                pieces
+                                    .clone()
+                                    .into_iter()
+                                    .map(|f| Ok::<_, std::convert::Infallible>(Frame::data(f))),
+                            ));
+                            let mut resp = http::Response::new(body);
+                            if let Some(e) = encoding {
+                                resp.headers_mut().insert(
+                                    http::header::CONTENT_ENCODING,
+                                    http::HeaderValue::from_static(e),
+                                );
+                            }
+                            async move { Ok::<_, std::convert::Infallible>(resp) }
+                        });
+                        let resp = tower_http::decompression::Decompression::new(upstream)
+                            .oneshot(http::Request::new(()))
+                            .await
+                            .expect("response");
+                        let mut events = sse::BodyEvents::new(resp.into_body(), None);
+                        let mut n = 0usize;
+                        while let Some(ev) = events.next().await {
+                            black_box(ev.is_ok());
+                            n += 1;
+                        }
+                        n
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
         let mut out = BytesMut::new();
         g.bench_function("baseline/parse_typed", |b| {
             b.iter(|| run(black_box(raw), true, false, &mut out))
         });
         g.finish();
     }
+}
+
+fn gzip(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(raw).expect("gzip");
+    e.finish().expect("gzip")
 }
 
 fn memchr_count(raw: &[u8]) -> usize {

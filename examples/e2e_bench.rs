@@ -10,7 +10,9 @@
 //! (one thread each). On a small VM, cross-core wake-ups dominate sub-millisecond
 //! latencies and depend on where the scheduler puts the threads; `taskset -c 0` (all
 //! three threads on one core) gives the repeatable figure. `--demo` serves the gateway's
-//! demo upstream instead of proxying, to isolate the server-side cost. Requests are the 2 KB Messages request
+//! demo upstream instead of proxying, to isolate the server-side cost; `--access-log` turns
+//! on the access log as the example binary has it by default (lines written to
+//! `/dev/null`). Requests are the 2 KB Messages request
 //! of `benches/data/request_2k.json`; non-streaming answers replay
 //! `tests/fixtures/anthropic/message_basic.json`, streaming answers replay
 //! `tests/fixtures/anthropic/stream_text.sse` one event per write.
@@ -177,16 +179,34 @@ async fn one(
 fn main() {
     let mut n = 2000usize;
     let mut demo = false;
+    let mut access_log = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--requests" => n = args.next().and_then(|v| v.parse().ok()).unwrap_or(n),
             "--demo" => demo = true,
+            "--access-log" => access_log = true,
             other => {
-                eprintln!("unknown argument {other}; usage: e2e_bench [--requests N] [--demo]");
+                eprintln!(
+                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log]"
+                );
                 return;
             }
         }
+    }
+    if access_log {
+        // What the example binary does by default: one formatted info line per request,
+        // written (here to /dev/null, one write each, as to a log file).
+        let sink = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .expect("/dev/null");
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(std::sync::Mutex::new(sink))
+            .with_ansi(false)
+            .init();
+        println!("--access-log: one access line per request, formatted and written to /dev/null");
     }
     let up = start_upstream();
     let gw = start_gateway(up, demo);

@@ -87,5 +87,27 @@ kill $gw
 wait $gw 2>/dev/null || true
 trap - EXIT
 
+step "example gateway (release) from examples/gateway.toml: starts, answers, logs, stops on SIGTERM"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+log=$(mktemp)
+# A key that is never used: the only request sent is one the gateway refuses itself.
+ANTHROPIC_API_KEY=sk-ant-not-a-real-key ./target/release/examples/gateway --config examples/gateway.toml --listen "127.0.0.1:$port" >"$log" 2>&1 &
+gw=$!
+trap 'kill $gw 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if grep -q "listening on" "$log"; then break; fi
+  sleep 0.1
+done
+status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/messages" -H 'content-type: application/json' \
+  -d '{"model":"claude-sonnet-4-5","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}')
+[ "$status" = 400 ] || { echo "expected 400 for max_tokens 0, got $status"; cat "$log"; exit 1; }
+kill -TERM $gw
+wait $gw || { echo "the gateway did not exit cleanly on SIGTERM"; cat "$log"; exit 1; }
+trap - EXIT
+grep -q 'ai_gateway::access: request method=POST path="/v1/messages" status=400 model="claude-sonnet-4-5"' "$log" \
+  || { echo "no access log line:"; cat "$log"; exit 1; }
+if grep -q $'\x1b\[' "$log"; then echo "colour codes in a log file"; exit 1; fi
+cat "$log"
+
 step "done"
 echo "all checks passed"
