@@ -635,6 +635,31 @@ mod tests {
     }
 
     #[test]
+    fn an_event_with_a_raw_line_break_is_split_over_data_lines() {
+        // An upstream may spread one event's JSON over several data lines; the unknown
+        // object keeps that whitespace, and the encoder must not write a bare line break.
+        let mut p = SseParser::new();
+        p.feed(
+            b"event: new_event\ndata: {\"type\":\"new_event\",\ndata:  \"v\": [1,\r\ndata: 2]}\n\n",
+        );
+        let ev = p.next_event().expect("event").expect("ok");
+        let typed = typed_event(&ev).expect("typed");
+        assert!(matches!(typed, StreamEvent::Other(_)));
+        let mut out = BytesMut::new();
+        encode_event(&typed, &mut out);
+        let mut back = SseParser::new();
+        back.feed(&out);
+        let again = back.next_event().expect("event").expect("ok");
+        assert_eq!(again.event.as_deref(), Some("new_event"));
+        // Member values are kept as sent (the array still holds its line break); the
+        // object around them is rebuilt (see `wire::OtherObject`).
+        assert_eq!(again.data, "{\"type\":\"new_event\",\"v\":[1,\n2]}");
+        assert!(back.next_event().is_none());
+        let same = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("json");
+        assert_eq!(same(&again.data), same(&ev.data));
+    }
+
+    #[test]
     fn unterminated_event_is_dropped() {
         assert!(all(b"data: never dispatched\n").is_empty());
     }

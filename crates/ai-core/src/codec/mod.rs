@@ -235,9 +235,17 @@ where
     };
     let stream = typed.body().is_stream();
     let model = RequestedModel(Arc::from(typed.body().model.as_str()));
-    let result = match tower::ServiceExt::ready(&mut inner).await {
-        Ok(svc) => svc.call(typed).await.map_err(Into::into),
-        Err(e) => Err(e.into()),
+    let checked = if typed.extensions().get::<Endpoint>() == Some(&Endpoint::Messages) {
+        validate_messages(typed.body())
+    } else {
+        Ok(())
+    };
+    let result = match checked {
+        Err(e) => Err(e),
+        Ok(()) => match tower::ServiceExt::ready(&mut inner).await {
+            Ok(svc) => svc.call(typed).await.map_err(Into::into),
+            Err(e) => Err(e.into()),
+        },
     };
     let mut resp = match result {
         Ok(resp) => encode(resp, stream, &request_id),
@@ -329,11 +337,7 @@ where
             }
         }
         let bytes = read_body(body, config).await?;
-        let typed = parse_json(&bytes)?;
-        if endpoint == Endpoint::Messages {
-            validate_messages(&typed)?;
-        }
-        typed
+        parse_json(&bytes)?
     };
     if parts.extensions.get::<RequestId>().is_none() {
         parts.extensions.insert(request_id.clone());
@@ -670,6 +674,17 @@ mod tests {
             assert!(msg.starts_with(needle), "{msg}");
             assert!(mock.requests().is_empty(), "{body}");
         }
+        // The refused request still names its model for the access log.
+        let resp = MessagesCodec::new(MockProvider::always(Script::text("never")))
+            .oneshot(req(
+                r#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}"#,
+            ))
+            .await
+            .expect("infallible");
+        assert_eq!(
+            resp.extensions().get::<RequestedModel>(),
+            Some(&RequestedModel(Arc::from("m")))
+        );
     }
 
     async fn sse_of(resp: Response<CodecBody>) -> Vec<(String, serde_json::Value)> {
