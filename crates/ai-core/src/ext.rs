@@ -99,6 +99,28 @@ impl Principal {
     }
 }
 
+/// The models a principal may use, set by the authentication layer next to the
+/// [`Principal`]: exact names, or a prefix ending in `*` (`claude-sonnet-4-*`). An empty
+/// list allows every model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowedModels(pub Arc<[Arc<str>]>);
+
+impl AllowedModels {
+    /// Whether `model` is allowed.
+    pub fn allows(&self, model: &str) -> bool {
+        self.0.is_empty()
+            || self.0.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => model.starts_with(prefix),
+                None => **p == *model,
+            })
+    }
+}
+
+/// Why a request was refused by the authentication layer (response extension), for the
+/// audit record and logs; the caller only ever sees one generic message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthFailure(pub &'static str);
+
 /// A named workload ("summarize", "code-review") that routing maps to a model and a system
 /// prompt.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -261,6 +283,22 @@ impl Verdicts {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn allowed_models_take_exact_names_and_prefixes() {
+        use super::AllowedModels;
+        use std::sync::Arc;
+        let any = AllowedModels::default();
+        assert!(any.allows("anything"));
+        let some = AllowedModels(Arc::from(vec![
+            Arc::from("claude-sonnet-4-*"),
+            Arc::from("claude-haiku-4-5"),
+        ]));
+        assert!(some.allows("claude-sonnet-4-5"));
+        assert!(some.allows("claude-haiku-4-5"));
+        assert!(!some.allows("claude-haiku-4-5-20251001"));
+        assert!(!some.allows("claude-opus-4-1"));
+    }
+
     use super::*;
 
     #[test]

@@ -73,8 +73,8 @@ pub use body::{AiBody, Completion, CompletionFuture, EventStream, Outcome};
 pub use codec::{CodecBody, MessagesCodec, MessagesCodecLayer};
 pub use error::{AiError, ErrorKind};
 pub use ext::{
-    DataClass, DataClassification, Endpoint, Principal, RequestId, RequestedModel, Route, Served,
-    Timings, Verdict, Verdicts, Workload,
+    AllowedModels, AuthFailure, DataClass, DataClassification, Endpoint, Principal, RequestId,
+    RequestedModel, Route, Served, Timings, Verdict, Verdicts, Workload,
 };
 pub use wire::{
     Content, ContentBlock, Delta, Message, MessagesRequest, MessagesResponse, Role, StreamEvent,

@@ -1,0 +1,553 @@
+//! [`AuthLayer`] / [`Auth`]: a credential in, a [`Principal`] out, or a 401.
+
+use crate::key::{self, KeyHasher};
+use crate::store::KeyStore;
+use ai_core::{AiError, AuthFailure, ErrorKind, Principal};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
+use tower::{Layer, Service};
+
+/// The message of every rejected credential: nothing that tells a guesser which part
+/// was wrong (the reason goes to [`AuthFailure`] and the debug log).
+pub const INVALID_KEY: &str = "invalid api key";
+
+/// How a rejection is written, to fit the service the layer guards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Anthropic's JSON error body (`authentication_error`). The default.
+    #[default]
+    Anthropic,
+    /// `text/plain`, for a plain HTTP service.
+    PlainText,
+}
+
+struct Shared {
+    store: Arc<dyn KeyStore>,
+    hasher: KeyHasher,
+    rejection: Rejection,
+}
+
+/// Authenticates callers by gateway key. See the [crate docs](crate).
+#[derive(Clone)]
+pub struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("rejection", &self.shared.rejection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthLayer {
+    /// Checks keys against `store`, with secrets hashed by `hasher`.
+    pub fn keys(store: impl KeyStore, hasher: KeyHasher) -> Self {
+        AuthLayer {
+            shared: Arc::new(Shared {
+                store: Arc::new(store),
+                hasher,
+                rejection: Rejection::Anthropic,
+            }),
+        }
+    }
+
+    /// How rejections are written. Default [`Rejection::Anthropic`].
+    pub fn rejection(self, rejection: Rejection) -> Self {
+        AuthLayer {
+            shared: Arc::new(Shared {
+                store: self.shared.store.clone(),
+                hasher: self.shared.hasher.clone(),
+                rejection,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The authentication service. See the [crate docs](crate).
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Auth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Auth<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Query parameters that carry credentials in other APIs; a request with one is refused
+/// (a key in a URL ends up in proxy and server logs).
+const QUERY_CREDENTIALS: &[&str] = &[
+    "key",
+    "api_key",
+    "apikey",
+    "x-api-key",
+    "access_token",
+    "token",
+];
+
+fn key_in_query(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            QUERY_CREDENTIALS
+                .iter()
+                .any(|c| name.eq_ignore_ascii_case(c))
+                || value.starts_with(key::KEY_PREFIX)
+        })
+    })
+}
+
+/// The presented credential: `x-api-key`, else `authorization: Bearer`.
+fn credential(headers: &http::HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key") {
+        return v.to_str().ok();
+    }
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A fixed hash that no secret matches, checked when the id is unknown so that an unknown
+/// key and a wrong secret cost the same work.
+const DECOY: [u8; 32] = [0x5a; 32];
+
+impl Shared {
+    /// The principal and model grants of a request, or why it is refused.
+    fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+    ) -> Result<(Principal, ai_core::AllowedModels), &'static str> {
+        if key_in_query(query) {
+            return Err("credential_in_query");
+        }
+        let presented = credential(headers).ok_or("missing_credential")?;
+        let parsed = key::parse(presented).ok_or("malformed_key")?;
+        let found = self.store.resolve(parsed.id);
+        let hash = found.as_ref().map_or(&DECOY, |r| &r.0.record.hash);
+        let matches = self.hasher.verify(parsed.secret, hash);
+        let Some(found) = found else {
+            return Err("unknown_key");
+        };
+        if !matches {
+            return Err("wrong_secret");
+        }
+        if found.0.record.disabled {
+            return Err("disabled_key");
+        }
+        if found.0.expired(SystemTime::now()) {
+            return Err("expired_key");
+        }
+        Ok((found.0.principal.clone(), found.0.models.clone()))
+    }
+
+    fn reject(&self, reason: &'static str, request_id: Option<&HeaderValue>) -> Response<Bytes> {
+        tracing::debug!(reason, "request refused by authentication");
+        let message = match reason {
+            "missing_credential" => "no api key: send it as x-api-key or authorization: Bearer",
+            "credential_in_query" => "credentials are not accepted in the query string",
+            _ => INVALID_KEY,
+        };
+        let (body, content_type) = match self.rejection {
+            Rejection::Anthropic => {
+                let mut e = AiError::new(ErrorKind::Authentication, message);
+                if let Some(id) = request_id.and_then(|v| v.to_str().ok()) {
+                    e = e.with_request_id(id.to_owned());
+                }
+                (e.to_json(), "application/json")
+            }
+            Rejection::PlainText => (
+                Bytes::from(format!("401 Unauthorized: {message}\n")),
+                "text/plain; charset=utf-8",
+            ),
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(id) = request_id {
+            resp.headers_mut().insert("request-id", id.clone());
+        }
+        resp.extensions_mut().insert(AuthFailure(reason));
+        resp
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    RB: Body<Data = Bytes>,
+{
+    type Response = Response<AuthBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match self.shared.authenticate(req.headers(), req.uri().query()) {
+            Ok((principal, models)) => {
+                let h = req.headers_mut();
+                h.remove("x-api-key");
+                h.remove(header::AUTHORIZATION);
+                req.extensions_mut().insert(principal);
+                req.extensions_mut().insert(models);
+                ResponseFuture {
+                    state: FutureState::Inner {
+                        fut: self.inner.call(req),
+                    },
+                }
+            }
+            Err(reason) => ResponseFuture {
+                state: FutureState::Rejected {
+                    resp: Some(
+                        self.shared
+                            .reject(reason, req.headers().get("x-request-id")),
+                    ),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Auth`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: FutureState<F>,
+    }
+}
+
+pin_project! {
+    #[project = FutureStateProj]
+    enum FutureState<F> {
+        Inner { #[pin] fut: F },
+        Rejected { resp: Option<Response<Bytes>> },
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture { .. }")
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<AuthBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            FutureStateProj::Inner { fut } => {
+                let resp = ready!(fut.poll(cx))?;
+                Poll::Ready(Ok(resp.map(|inner| AuthBody {
+                    kind: BodyKind::Inner { inner },
+                })))
+            }
+            FutureStateProj::Rejected { resp } => {
+                let resp = resp.take().unwrap_or_else(|| Response::new(Bytes::new()));
+                Poll::Ready(Ok(resp.map(|b| AuthBody {
+                    kind: BodyKind::Rejection {
+                        bytes: (!b.is_empty()).then_some(b),
+                    },
+                })))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response body of [`Auth`]: the inner body, or the rejection's bytes.
+    pub struct AuthBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyKindProj]
+    enum BodyKind<B> {
+        Inner { #[pin] inner: B },
+        Rejection { bytes: Option<Bytes> },
+    }
+}
+
+impl<B> fmt::Debug for AuthBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BodyKind::Inner { .. } => f.write_str("AuthBody::Inner"),
+            BodyKind::Rejection { .. } => f.write_str("AuthBody::Rejection"),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for AuthBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            BodyKindProj::Inner { inner } => inner.poll_frame(cx),
+            BodyKindProj::Rejection { bytes } => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Inner { inner } => inner.is_end_stream(),
+            BodyKind::Rejection { bytes } => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Inner { inner } => inner.size_hint(),
+            BodyKind::Rejection { bytes } => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{KeyRecord, MintedKey, VERIFICATIONS};
+    use crate::store::MemoryKeys;
+    use http_body_util::{BodyExt, Full};
+    use tower::ServiceExt;
+
+    struct Fixture {
+        layer: AuthLayer,
+        alice: String,
+        bob: String,
+        disabled: String,
+        expired: String,
+    }
+
+    fn record(m: &MintedKey, subject: &str, tenant: &str) -> KeyRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": m.id, "hash": m.hash, "subject": subject, "tenant": tenant,
+            "scopes": ["messages"], "models": ["claude-sonnet-4-*"],
+        }))
+        .expect("record")
+    }
+
+    fn fixture() -> Fixture {
+        let hasher = KeyHasher::new(b"test pepper, long enough").expect("pepper");
+        let mint = || MintedKey::generate(&hasher).expect("mint");
+        let (a, b, d, e) = (mint(), mint(), mint(), mint());
+        let mut dr = record(&d, "dora", "acme");
+        dr.disabled = true;
+        let mut er = record(&e, "eve", "acme");
+        er.expires_at = Some(1);
+        let store = MemoryKeys::new(vec![
+            record(&a, "alice", "acme"),
+            record(&b, "bob", "globex"),
+            dr,
+            er,
+        ])
+        .expect("store");
+        Fixture {
+            layer: AuthLayer::keys(store, hasher),
+            alice: a.key,
+            bob: b.key,
+            disabled: d.key,
+            expired: e.key,
+        }
+    }
+
+    /// The inner service answers with who it saw and which credential headers reached it.
+    async fn call(
+        layer: &AuthLayer,
+        req: Request<()>,
+    ) -> (StatusCode, String, Option<AuthFailure>) {
+        let svc = layer.layer(tower::service_fn(|req: Request<()>| async move {
+            let p = req
+                .extensions()
+                .get::<Principal>()
+                .cloned()
+                .expect("principal");
+            let leaked = req.headers().contains_key("x-api-key")
+                || req.headers().contains_key(header::AUTHORIZATION);
+            let body = format!(
+                "{}/{}/{leaked}",
+                p.subject,
+                p.tenant.as_deref().unwrap_or("-")
+            );
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+        }));
+        let resp = svc.oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let failure = resp.extensions().get::<AuthFailure>().copied();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (
+            status,
+            String::from_utf8(body.to_vec()).expect("utf8"),
+            failure,
+        )
+    }
+
+    fn with_key(key: &str) -> Request<()> {
+        Request::post("/v1/messages")
+            .header("x-api-key", key)
+            .body(())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn a_valid_key_yields_its_principal_and_goes_no_further() {
+        let f = fixture();
+        let (s, body, _) = call(&f.layer, with_key(&f.alice)).await;
+        assert_eq!((s, body.as_str()), (StatusCode::OK, "alice/acme/false"));
+        let bearer = Request::post("/")
+            .header("authorization", format!("Bearer {}", f.bob))
+            .body(())
+            .expect("request");
+        let (s, body, _) = call(&f.layer, bearer).await;
+        assert_eq!((s, body.as_str()), (StatusCode::OK, "bob/globex/false"));
+    }
+
+    #[tokio::test]
+    async fn every_bad_key_gets_the_same_answer_and_its_own_reason() {
+        let f = fixture();
+        let (_, good_body, _) = call(&f.layer, with_key(&f.alice)).await;
+        assert!(good_body.starts_with("alice"));
+        let alice_id = &f.alice[4..20];
+        let bob_secret = &f.bob[21..];
+        let cases = [
+            (format!("gwk_{alice_id}_{bob_secret}"), "wrong_secret"),
+            (format!("gwk_0000000000000000_{bob_secret}"), "unknown_key"),
+            (f.disabled.clone(), "disabled_key"),
+            (f.expired.clone(), "expired_key"),
+            ("garbage".to_owned(), "malformed_key"),
+            (f.alice[..f.alice.len() - 1].to_owned(), "malformed_key"),
+            ("x".repeat(1 << 20), "malformed_key"),
+            ("alg=none.e30.".to_owned(), "malformed_key"),
+        ];
+        let mut bodies = Vec::new();
+        for (key, reason) in cases {
+            let (s, body, failure) = call(&f.layer, with_key(&key)).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{reason}");
+            assert_eq!(failure, Some(AuthFailure(reason)));
+            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(v["error"]["type"], "authentication_error");
+            bodies.push(body);
+        }
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "one message for all: {bodies:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_costs_the_same_check_as_a_wrong_secret() {
+        let f = fixture();
+        let alice_id = &f.alice[4..20];
+        let secret = &f.bob[21..];
+        for key in [
+            format!("gwk_{alice_id}_{secret}"),
+            format!("gwk_0000000000000000_{secret}"),
+        ] {
+            VERIFICATIONS.with(|c| c.set(0));
+            let _ = call(&f.layer, with_key(&key)).await;
+            assert_eq!(
+                VERIFICATIONS.with(|c| c.get()),
+                1,
+                "one HMAC check for {key}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_in_the_query_string_are_refused() {
+        let f = fixture();
+        for q in [
+            format!("/v1/messages?api_key={}", f.alice),
+            "/v1/messages?beta=true&key=x".to_owned(),
+            format!("/v1/messages?x={}", f.alice),
+        ] {
+            let req = Request::post(q.as_str())
+                .header("x-api-key", &f.alice)
+                .body(())
+                .expect("request");
+            let (s, body, failure) = call(&f.layer, req).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{q}");
+            assert_eq!(failure, Some(AuthFailure("credential_in_query")));
+            assert!(body.contains("query string"));
+        }
+        let req = Request::post("/v1/messages?beta=true")
+            .header("x-api-key", &f.alice)
+            .body(())
+            .expect("request");
+        assert_eq!(call(&f.layer, req).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_says_how_to_send_one_and_plain_text_fits_plain_services() {
+        let f = fixture();
+        let (s, body, failure) = call(&f.layer, Request::get("/").body(()).expect("request")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(failure, Some(AuthFailure("missing_credential")));
+        assert!(body.contains("x-api-key"), "{body}");
+        let plain = f.layer.clone().rejection(Rejection::PlainText);
+        let (s, body, _) = call(&plain, with_key("nope")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(body, "401 Unauthorized: invalid api key\n");
+    }
+}

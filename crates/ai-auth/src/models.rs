@@ -1,0 +1,118 @@
+//! [`ModelAccessLayer`]: refuses a model the caller's key does not allow, for the typed
+//! middle (`Request<MessagesRequest>`), after [`AuthLayer`](crate::AuthLayer) set
+//! [`AllowedModels`].
+
+use ai_core::{AiError, AllowedModels, ErrorKind, MessagesRequest};
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+/// Builds [`ModelAccess`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModelAccessLayer;
+
+impl ModelAccessLayer {
+    /// The layer.
+    pub const fn new() -> Self {
+        ModelAccessLayer
+    }
+}
+
+impl<S> Layer<S> for ModelAccessLayer {
+    type Service = ModelAccess<S>;
+
+    fn layer(&self, inner: S) -> ModelAccess<S> {
+        ModelAccess { inner }
+    }
+}
+
+/// Answers `permission_error` (403) naming the model when the request's model is not in
+/// the caller's [`AllowedModels`]; a request without them (no authentication layer, or
+/// an open gateway) passes.
+#[derive(Debug, Clone)]
+pub struct ModelAccess<S> {
+    inner: S,
+}
+
+impl<S, RB> Service<Request<MessagesRequest>> for ModelAccess<S>
+where
+    S: Service<Request<MessagesRequest>, Response = Response<RB>, Error = AiError>,
+{
+    type Response = Response<RB>;
+    type Error = AiError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), AiError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<MessagesRequest>) -> Self::Future {
+        let model = &req.body().model;
+        let refused = !model.is_empty()
+            && req
+                .extensions()
+                .get::<AllowedModels>()
+                .is_some_and(|m| !m.allows(model));
+        if refused {
+            // The model is the caller's own input; its grants are not told.
+            let shown: String = model.chars().take(128).collect();
+            return ResponseFuture {
+                state: State::Refused {
+                    err: Some(AiError::new(
+                        ErrorKind::Permission,
+                        format!("this api key may not use the model {shown}"),
+                    )),
+                },
+            };
+        }
+        ResponseFuture {
+            state: State::Inner {
+                fut: self.inner.call(req),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ModelAccess`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = Proj]
+    enum State<F> {
+        Inner { #[pin] fut: F },
+        Refused { err: Option<AiError> },
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture { .. }")
+    }
+}
+
+impl<F, R> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<R, AiError>>,
+{
+    type Output = Result<R, AiError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            Proj::Inner { fut } => fut.poll(cx),
+            Proj::Refused { err } => Poll::Ready(Err(err
+                .take()
+                .unwrap_or_else(|| AiError::new(ErrorKind::Permission, "refused")))),
+        }
+    }
+}
