@@ -111,6 +111,14 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
         format!("[server] listen: \"{listen}\" is not an address to listen on: {e}")
     })?;
     log_filter(&config.log)?;
+    let open = open_exposure(config, listen)?;
+    let auth = match &config.auth {
+        Some(a) => {
+            a.build().map_err(|e| e.to_string())?;
+            format!("gateway keys from {}", a.keys_file.display())
+        }
+        None => open.to_owned(),
+    };
     let upstream = match &config.upstream.anthropic {
         Some(a) => {
             a.build().map_err(|e| e.to_string())?;
@@ -118,7 +126,29 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
         }
         None => "the built-in demo upstream".to_owned(),
     };
-    Ok(format!("listen {listen}, {upstream}"))
+    Ok(format!("listen {listen}, {upstream}, {auth}"))
+}
+
+/// Without `[auth]`, the gateway serves everyone: that is only allowed on loopback,
+/// unless `[server] allow_open` says something in front authenticates callers.
+fn open_exposure(config: &GatewayConfig, listen: &str) -> Result<&'static str, String> {
+    if config.auth.is_some() {
+        return Ok("");
+    }
+    let loopback = std::net::ToSocketAddrs::to_socket_addrs(listen)
+        .map(|mut addrs| addrs.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false);
+    if loopback {
+        return Ok("no authentication (loopback only)");
+    }
+    if config.server.allow_open {
+        return Ok("no authentication, open on purpose ([server] allow_open)");
+    }
+    Err(format!(
+        "refusing to serve {listen} without authentication: anyone who reaches it would spend \
+         the vendor key. Add an [auth] section (gateway keys), listen on 127.0.0.1, or set \
+         [server] allow_open = true if something in front authenticates callers"
+    ))
 }
 
 fn log_filter(log: &LogSection) -> Result<tracing_subscriber::EnvFilter, String> {
@@ -163,6 +193,16 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
         }
     };
     let listen = cli.listen.as_deref().unwrap_or(&config.server.listen);
+    let open = open_exposure(&config, listen)?;
+    let mut server = config.server_config();
+    if let Some(a) = &config.auth {
+        let (layer, keys) = a.build().map_err(|e| e.to_string())?;
+        keys.watch(a.reload_interval);
+        tracing::info!(keys_file = %a.keys_file.display(), "callers authenticate with gateway keys");
+        server.auth = Some(layer);
+    } else {
+        tracing::warn!("{open}: every caller is let in");
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| bind_error(listen, &e))?;
@@ -170,19 +210,9 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     tracing::info!("ai-gateway listening on http://{local}");
-    if !local.ip().is_loopback() && config.upstream.anthropic.is_some() {
-        tracing::warn!(
-            "this build does not authenticate callers yet; anyone who reaches {local} spends the vendor key"
-        );
-    }
-    serve(
-        listener,
-        upstream,
-        config.server_config(),
-        shutdown_signal(),
-    )
-    .await
-    .map_err(|e| format!("the server stopped: {e}"))
+    serve(listener, upstream, server, shutdown_signal())
+        .await
+        .map_err(|e| format!("the server stopped: {e}"))
 }
 
 /// A URL as it may be shown: scheme, host, port and path, never `user:password@`.

@@ -51,6 +51,8 @@ step "feature combinations build on their own"
 cargo check --locked --quiet --no-default-features
 cargo check --locked --quiet --no-default-features --features provider
 cargo check --locked --quiet --no-default-features --features server
+cargo check --locked --quiet --no-default-features --features auth
+cargo check --locked --quiet -p ai-auth
 cargo check --locked --quiet -p ai-core --no-default-features
 cargo check --locked --quiet -p ai-core --features test-util
 
@@ -66,8 +68,8 @@ cargo test --locked --test python_sdk -- --nocapture
 step "example gateway (release): --help, --check-config, then the official SDK against its demo upstream"
 cargo build --release --locked --example gateway
 ./target/release/examples/gateway --help | head -3
-ANTHROPIC_API_KEY=sk-ant-check-only ./target/release/examples/gateway --check-config examples/gateway.toml
-if env -u ANTHROPIC_API_KEY ./target/release/examples/gateway --check-config examples/gateway.toml 2>target/check-config.err; then
+ANTHROPIC_API_KEY=sk-ant-check-only GATEWAY_KEY_PEPPER=pepper-for-the-check-only ./target/release/examples/gateway --check-config examples/gateway.toml
+if env -u ANTHROPIC_API_KEY GATEWAY_KEY_PEPPER=pepper-for-the-check-only ./target/release/examples/gateway --check-config examples/gateway.toml 2>target/check-config.err; then
   echo "--check-config accepted a file whose key variable is not set"; exit 1
 fi
 grep -q "ANTHROPIC_API_KEY is not set" target/check-config.err || { cat target/check-config.err; exit 1; }
@@ -87,11 +89,17 @@ kill $gw
 wait $gw 2>/dev/null || true
 trap - EXIT
 
-step "example gateway (release) from examples/gateway.toml: starts, answers, logs, stops on SIGTERM"
+step "example gateway (release) from examples/gateway.toml with a minted key: starts, authenticates, answers, logs, stops on SIGTERM"
+cargo build --release --locked --example mint_key
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 log=$(mktemp)
-# A key that is never used: the only request sent is one the gateway refuses itself.
-ANTHROPIC_API_KEY=sk-ant-not-a-real-key ./target/release/examples/gateway --config examples/gateway.toml --listen "127.0.0.1:$port" >"$log" 2>&1 &
+conf=$(mktemp -d)
+cp examples/gateway.toml examples/keys.toml "$conf/"
+export GATEWAY_KEY_PEPPER=pepper-of-the-test-script
+./target/release/examples/mint_key --subject ci --tenant test >>"$conf/keys.toml" 2>"$conf/key.txt"
+key=$(grep '^gwk_' "$conf/key.txt")
+# A vendor key that is never used: the only requests sent are refused by the gateway itself.
+ANTHROPIC_API_KEY=sk-ant-not-a-real-key ./target/release/examples/gateway --config "$conf/gateway.toml" --listen "127.0.0.1:$port" >"$log" 2>&1 &
 gw=$!
 trap 'kill $gw 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -100,12 +108,18 @@ for _ in $(seq 1 100); do
 done
 status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/messages" -H 'content-type: application/json' \
   -d '{"model":"claude-sonnet-4-5","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}')
-[ "$status" = 400 ] || { echo "expected 400 for max_tokens 0, got $status"; cat "$log"; exit 1; }
+[ "$status" = 401 ] || { echo "expected 401 without a key, got $status"; cat "$log"; exit 1; }
+status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/messages" -H 'content-type: application/json' \
+  -H "x-api-key: $key" -d '{"model":"claude-sonnet-4-5","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}')
+[ "$status" = 400 ] || { echo "expected 400 for max_tokens 0 with a valid key, got $status"; cat "$log"; exit 1; }
 kill -TERM $gw
 wait $gw || { echo "the gateway did not exit cleanly on SIGTERM"; cat "$log"; exit 1; }
 trap - EXIT
 grep -q 'ai_gateway::access: request method=POST path="/v1/messages" status=400 model="claude-sonnet-4-5"' "$log" \
   || { echo "no access log line:"; cat "$log"; exit 1; }
+grep -q 'status=401 .*auth_failure="missing_credential"' "$log" || { echo "no access line for the 401:"; cat "$log"; exit 1; }
+if grep -q -e "$key" -e sk-ant-not-a-real-key "$log"; then echo "a key reached the log"; exit 1; fi
+unset GATEWAY_KEY_PEPPER
 if grep -q $'\x1b\[' "$log"; then echo "colour codes in a log file"; exit 1; fi
 cat "$log"
 

@@ -2,14 +2,15 @@
 //! (for a stream, when the last event went out or the client left), under the target
 //! `ai_gateway::access`. Fields: method, path, status, model (the requested one, from
 //! [`RequestedModel`], at most 128 characters), request id (`x-request-id`), `latency_ms`
-//! (to the response headers), `duration_ms` (to the end of the body) and `completed`
+//! (to the response headers), `duration_ms` (to the end of the body), `auth_failure` (why
+//! authentication refused it, from [`AuthFailure`]) and `completed`
 //! (false when the client went away first; a request dropped before its response has
 //! no status and no latency). Never content: no body, no query string, no header values
 //! besides the request id.
 //!
 //! Filter it like any target: `RUST_LOG=info,ai_gateway::access=off` turns it off.
 
-use ai_core::RequestedModel;
+use ai_core::{AuthFailure, RequestedModel};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -69,6 +70,7 @@ impl Drop for Pending {
                 latency: None,
                 status: None,
                 model: None,
+                auth_failure: None,
                 completed: false,
             });
         }
@@ -134,6 +136,7 @@ where
             latency: Some(e.start.elapsed()),
             status: Some(resp.status()),
             model: resp.extensions().get::<RequestedModel>().cloned(),
+            auth_failure: resp.extensions().get::<AuthFailure>().map(|f| f.0),
             entry: e,
             // An empty body may never be polled.
             completed: resp.body().is_end_stream(),
@@ -148,6 +151,7 @@ struct Line {
     latency: Option<std::time::Duration>,
     status: Option<StatusCode>,
     model: Option<RequestedModel>,
+    auth_failure: Option<&'static str>,
     completed: bool,
 }
 
@@ -172,6 +176,7 @@ impl Drop for Line {
             status = self.status.map(|s| s.as_u16()),
             model,
             request_id,
+            auth_failure = self.auth_failure,
             latency_ms = self.latency.map(millis),
             duration_ms = millis(e.start.elapsed()),
             completed = self.completed,

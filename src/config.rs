@@ -32,13 +32,14 @@
 //! ```
 
 use crate::server::ServerConfig;
+use ai_auth::{AuthLayer, FileKeys, KeyHasher};
 use ai_core::MessagesCodecLayer;
 use ai_provider::{AnthropicProvider, anthropic};
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The whole file. Every section is optional.
@@ -52,6 +53,53 @@ pub struct GatewayConfig {
     pub log: LogSection,
     /// `[upstream.*]`: where requests go.
     pub upstream: UpstreamSection,
+    /// `[auth]`: who may call. Absent: everyone (only on loopback, unless `allow_open`).
+    pub auth: Option<AuthSection>,
+}
+
+/// `[auth]`: caller authentication by gateway key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthSection {
+    /// The key file (TOML `[[keys]]` records, or JSON for a `.json` name), relative to the
+    /// configuration file. Required. Reloaded when it changes.
+    pub keys_file: PathBuf,
+    /// The pepper key hashes are keyed with (16 bytes or more), as an environment
+    /// reference. Required.
+    pub key_pepper: EnvSecret,
+    /// How often the key file is checked for changes. Default 2 s.
+    #[serde(default = "default_reload", deserialize_with = "duration")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl AuthSection {
+    /// The hasher of the pepper.
+    pub fn hasher(&self) -> Result<KeyHasher, ConfigError> {
+        let pepper = self
+            .key_pepper
+            .value()
+            .ok_or_else(|| ConfigError::plain("[auth] key_pepper is not resolved"))?;
+        KeyHasher::new(pepper.as_bytes()).map_err(|e| {
+            ConfigError::plain(format!(
+                "[auth] key_pepper (environment variable {}): {e}",
+                self.key_pepper.name()
+            ))
+        })
+    }
+
+    /// Reads the key file and builds the layer (call [`FileKeys::watch`] on the returned
+    /// store inside a runtime to reload it on change).
+    pub fn build(&self) -> Result<(AuthLayer, FileKeys), ConfigError> {
+        let hasher = self.hasher()?;
+        let keys = FileKeys::open(&self.keys_file)
+            .map_err(|e| ConfigError::plain(format!("[auth] keys_file: {e}")))?;
+        Ok((AuthLayer::keys(keys.clone(), hasher), keys))
+    }
 }
 
 /// `[server]`.
@@ -76,6 +124,9 @@ pub struct ServerSection {
     /// How long shutdown waits for open requests to finish. Default 30 s.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Serve a non-loopback address without `[auth]` (only behind something else that
+    /// authenticates callers). Default `false`: the gateway refuses to start that way.
+    pub allow_open: bool,
 }
 
 impl Default for ServerSection {
@@ -89,6 +140,7 @@ impl Default for ServerSection {
             body_timeout: ai_core::codec::DEFAULT_BODY_TIMEOUT,
             body_limit: ByteSize::b(ai_core::codec::DEFAULT_BODY_LIMIT as u64),
             shutdown_grace: d.shutdown_timeout,
+            allow_open: false,
         }
     }
 }
@@ -352,7 +404,14 @@ impl GatewayConfig {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::plain(format!("{origin}: cannot read the file: {e}")))?;
-        Self::parse(&text, &origin, |name| std::env::var(name).ok())
+        let mut config = Self::parse(&text, &origin, |name| std::env::var(name).ok())?;
+        // Files named in the file are relative to it.
+        if let (Some(auth), Some(dir)) = (&mut config.auth, path.parent()) {
+            if auth.keys_file.is_relative() {
+                auth.keys_file = dir.join(&auth.keys_file);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses `text` (named `origin` in errors), resolving environment references with
@@ -368,6 +427,9 @@ impl GatewayConfig {
         if let Some(a) = &mut config.upstream.anthropic {
             resolve(&mut a.api_key, origin, text, &env)?;
         }
+        if let Some(a) = &mut config.auth {
+            resolve(&mut a.key_pepper, origin, text, &env)?;
+        }
         Ok(config)
     }
 
@@ -381,6 +443,7 @@ impl GatewayConfig {
             codec: MessagesCodecLayer::new()
                 .body_limit(usize::try_from(s.body_limit.as_u64()).unwrap_or(usize::MAX))
                 .body_timeout(s.body_timeout),
+            auth: None,
         }
     }
 }
@@ -466,7 +529,11 @@ mod tests {
     use super::*;
 
     fn env(name: &str) -> Option<String> {
-        (name == "ANTHROPIC_API_KEY").then(|| "sk-ant-from-env".to_owned())
+        match name {
+            "ANTHROPIC_API_KEY" => Some("sk-ant-from-env".to_owned()),
+            "GATEWAY_KEY_PEPPER" => Some("a pepper for the tests".to_owned()),
+            _ => None,
+        }
     }
 
     fn err(text: &str) -> String {
@@ -517,6 +584,10 @@ mod tests {
             "body_timeout",
             "body_limit",
             "shutdown_grace",
+            "allow_open",
+            "keys_file",
+            "key_pepper",
+            "reload_interval",
             "level",
             "format",
             "access_log",
@@ -535,6 +606,12 @@ mod tests {
             );
         }
         assert!(a.build().is_ok());
+        assert!(!c.server.allow_open);
+        let auth = c.auth.expect("[auth]");
+        assert_eq!(auth.keys_file, PathBuf::from("keys.toml"));
+        assert_eq!(auth.key_pepper.name(), "GATEWAY_KEY_PEPPER");
+        assert_eq!(auth.reload_interval, default_reload());
+        assert!(auth.hasher().is_ok());
     }
 
     #[test]
@@ -543,7 +620,7 @@ mod tests {
             err("[server]\nlisten = \"127.0.0.1:1\"\nread_timeout = \"5s\"\n"),
             "g.toml:3:1: [server] read_timeout: unknown field `read_timeout`, expected one of \
              `listen`, `header_read_timeout`, `write_timeout`, `body_timeout`, `body_limit`, \
-             `shutdown_grace`"
+             `shutdown_grace`, `allow_open`"
         );
         assert!(err("[sever]\n").starts_with("g.toml:1:2: [sever]: unknown field `sever`"));
     }

@@ -20,6 +20,7 @@
 //!
 //! - `provider` (default): [`provider`], the Anthropic provider and the demo upstream.
 //! - `server` (default): [`server`], the HTTP server and the default stack.
+//! - `auth` (default): [`auth`], caller authentication by gateway key and model access.
 //! - `config` (default): [`config`], the gateway's TOML configuration file.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -28,6 +29,9 @@ pub use ai_core as core;
 
 #[cfg(feature = "provider")]
 pub use ai_provider as provider;
+
+#[cfg(feature = "auth")]
+pub use ai_auth as auth;
 
 #[cfg(feature = "server")]
 pub mod access_log;

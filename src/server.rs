@@ -6,6 +6,7 @@
 //! the edge codec, then the provider.
 
 use crate::access_log::AccessLogLayer;
+use ai_auth::{AuthLayer, ModelAccessLayer};
 use ai_core::{AiBody, AiError, MessagesCodecLayer, MessagesRequest};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -16,12 +17,14 @@ use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId as HeaderRequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Settings of the HTTP server around the stack.
 #[derive(Debug, Clone)]
@@ -37,6 +40,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// The edge codec (body limit 32 MiB, body timeout 60 s by default).
     pub codec: MessagesCodecLayer,
+    /// Caller authentication; `None` serves everyone (keep such a gateway on loopback).
+    /// Default `None`.
+    pub auth: Option<AuthLayer>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +52,7 @@ impl Default for ServerConfig {
             write_timeout: Some(Duration::from_secs(60)),
             shutdown_timeout: Duration::from_secs(30),
             codec: MessagesCodecLayer::new(),
+            auth: None,
         }
     }
 }
@@ -92,14 +99,43 @@ where
         + 'static,
     P::Future: Send + 'static,
 {
+    let typed = ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(config.codec.clone())
+        .layer(ModelAccessLayer::new())
+        .service(provider);
+    // Authentication changes the body type, so the two stacks are two types.
+    match config.auth.clone() {
+        Some(auth) => run(listener, auth.layer(typed), config, shutdown).await,
+        None => run(listener, typed, config, shutdown).await,
+    }
+}
+
+/// Serves `inner` behind the HTTP-level layers every request passes first.
+async fn run<S, B>(
+    listener: TcpListener,
+    inner: S,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    S: Service<
+            Request<hyper::body::Incoming>,
+            Response = Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + std::fmt::Display,
+{
     let svc = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeGatewayId))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(AccessLogLayer::new())
         .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(config.codec.clone())
-        .service(provider);
+        .service(inner);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -91,14 +91,15 @@ async fn check_config_accepts_the_sample_with_every_key() {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateway.toml");
     let out = run(
         &["--check-config", sample],
-        &[("ANTHROPIC_API_KEY", "sk-ant-test")],
+        &[
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+            ("GATEWAY_KEY_PEPPER", keys::PEPPER),
+        ],
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains(
-            "ok (listen 127.0.0.1:8080, upstream anthropic at https://api.anthropic.com)"
-        ),
+        text(&out.stdout).contains("ok (listen 127.0.0.1:8080, upstream anthropic at https://api.anthropic.com, gateway keys from "),
         "{}",
         text(&out.stdout)
     );
@@ -180,6 +181,28 @@ async fn a_busy_port_names_the_address_and_the_way_out() {
     assert!(!stderr.contains("Os {"), "no Debug output: {stderr}");
 }
 
+#[tokio::test]
+async fn an_open_gateway_refuses_a_non_loopback_address() {
+    let out = run(&["--listen", "0.0.0.0:0"], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: refusing to serve 0.0.0.0:0 without authentication"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[auth]") && stderr.contains("allow_open"),
+        "{stderr}"
+    );
+    let path = temp_config(
+        "open.toml",
+        "[server]\nlisten = \"0.0.0.0:0\"\nallow_open = true\n",
+    );
+    let out = run(&["--check-config", path.to_str().expect("utf8")], &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("open on purpose"));
+}
+
 /// A running binary and the lines it logs.
 struct Running {
     _child: Child,
@@ -189,7 +212,15 @@ struct Running {
 
 impl Running {
     async fn start(config: &std::path::Path) -> Running {
-        let mut child = command()
+        Self::start_with(config, &[]).await
+    }
+
+    async fn start_with(config: &std::path::Path, env: &[(&str, &str)]) -> Running {
+        let mut cmd = command();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .args(["--config", config.to_str().expect("utf8 path")])
             .env("AI_GATEWAY_TEST_KEY", "sk-test")
             .stdout(Stdio::null())
@@ -223,6 +254,16 @@ impl Running {
             addr,
             lines,
         }
+    }
+
+    /// Every line logged so far, after a moment for the last ones to arrive.
+    async fn drain(&mut self) -> Vec<String> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut out = Vec::new();
+        while let Ok(l) = self.lines.try_recv() {
+            out.push(l);
+        }
+        out
     }
 
     async fn line_containing(&mut self, needle: &str) -> String {
@@ -328,17 +369,65 @@ async fn the_sample_config_runs_a_working_gateway() {
         "/examples/gateway.toml"
     ))
     .expect("sample");
-    let text = sample
+    let edited = sample
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
         .replace("https://api.anthropic.com", &up.url())
         .replace("${ANTHROPIC_API_KEY}", "${AI_GATEWAY_TEST_KEY}");
-    assert_ne!(text, sample);
-    let config = temp_config("sample.toml", &text);
-    let mut gw = Running::start(&config).await;
+    assert_ne!(edited, sample);
+    let config = temp_config("sample.toml", &edited);
+    // A key minted with the mint_key example: the record on stdout goes to the key file
+    // (next to the config), the key itself comes on stderr.
+    let minted = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(
+            gateway_bin().with_file_name(format!("mint_key{}", std::env::consts::EXE_SUFFIX)),
+        )
+        .args([
+            "--subject",
+            "alice",
+            "--tenant",
+            "acme",
+            "--model",
+            "replay/*",
+        ])
+        .env("GATEWAY_KEY_PEPPER", keys::PEPPER)
+        .output(),
+    )
+    .await
+    .expect("mint_key in time")
+    .expect("mint_key ran");
+    assert!(minted.status.success(), "{}", text(&minted.stderr));
+    let record = text(&minted.stdout);
+    assert!(
+        record.contains("[[keys]]") && !record.contains("gwk_"),
+        "{record}"
+    );
+    std::fs::write(config.with_file_name("keys.toml"), &record).expect("key file");
+    let key = text(&minted.stderr)
+        .lines()
+        .find(|l| l.starts_with("gwk_"))
+        .expect("the key on stderr")
+        .to_owned();
+
+    let mut gw = Running::start_with(&config, &[("GATEWAY_KEY_PEPPER", keys::PEPPER)]).await;
     let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
-    let (status, _, body) = post_json(addr, messages_body("replay/stream_text", true)).await;
+    let (status, _, _) = post_json(addr, messages_body("replay/stream_text", true)).await;
+    assert_eq!(status, 401, "no key, no entry");
+    let mut req = json_request(
+        addr,
+        "/v1/messages",
+        &messages_body("replay/stream_text", true),
+    );
+    req.headers_mut()
+        .insert("x-api-key", key.parse().expect("header"));
+    let (status, _, body) = send(req).await;
     assert_eq!(status, 200);
     assert_eq!(parse_sse(&body).last().expect("events").0, "message_stop");
     assert_eq!(up.last().headers["x-api-key"], "sk-test");
-    gw.line_containing("model=\"replay/stream_text\"").await;
+    let line = gw.line_containing("status=200").await;
+    assert!(line.contains("model=\"replay/stream_text\""), "{line}");
+    // Neither the vendor key nor the caller's key is ever logged.
+    for l in gw.drain().await {
+        assert!(!l.contains("sk-test") && !l.contains(&key), "{l}");
+    }
 }

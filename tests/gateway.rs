@@ -233,10 +233,25 @@ async fn sdk_relevant_response_headers_reach_the_client() {
 }
 
 #[tokio::test]
+async fn an_upstream_401_is_the_gateway_s_vendor_key_not_the_caller_s() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
+    let (status, _, body) = post_json(gw, messages_body("error/401", false)).await;
+    assert_eq!(status, 502);
+    let (kind, message) = error_json(&body);
+    assert_eq!(kind, "api_error");
+    assert_eq!(
+        message,
+        "the upstream refused the gateway's own credentials (http 401); the gateway's operator must fix its vendor key"
+    );
+    assert!(!message.contains(VENDOR_KEY));
+}
+
+#[tokio::test]
 async fn upstream_errors_keep_their_status_type_and_message() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
-    for code in ["400", "401", "429", "529", "529_request_id"] {
+    for code in ["400", "429", "529", "529_request_id"] {
         let recorded = fixture_json(&format!("anthropic/errors/error_{code}.json"));
         let meta = fixture_json(&format!("anthropic/errors/error_{code}.headers.json"));
         let (status, h, body) = post_json(gw, messages_body(&format!("error/{code}"), false)).await;

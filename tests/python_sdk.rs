@@ -27,6 +27,16 @@ async fn official_anthropic_sdk_against_the_gateway() {
     };
     let up = MockUpstream::start().await;
     let gw = start_gateway(&up.url(), GatewayOpts::default()).await;
+    // A second gateway in front of the same upstream, with gateway keys.
+    let (key, record) = keys::mint("sdk-user", "acme", &[]);
+    let keyed = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            auth: Some(keys::layer(vec![record])),
+            ..GatewayOpts::default()
+        },
+    )
+    .await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let out = tokio::process::Command::new(&py)
         .args([
@@ -40,6 +50,8 @@ async fn official_anthropic_sdk_against_the_gateway() {
         ])
         .arg(&dir)
         .env("GATEWAY_URL", format!("http://{gw}"))
+        .env("GATEWAY_AUTH_URL", format!("http://{keyed}"))
+        .env("GATEWAY_KEY", &key)
         .current_dir(&dir)
         .kill_on_drop(true)
         .output();

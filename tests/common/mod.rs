@@ -336,6 +336,7 @@ pub struct GatewayOpts {
     pub header_read_timeout: Duration,
     pub write_timeout: Option<Duration>,
     pub max_body: usize,
+    pub auth: Option<ai_gateway::auth::AuthLayer>,
 }
 
 impl Default for GatewayOpts {
@@ -348,6 +349,7 @@ impl Default for GatewayOpts {
             header_read_timeout: Duration::from_secs(10),
             write_timeout: Some(Duration::from_secs(10)),
             max_body: 64 * 1024 * 1024,
+            auth: None,
         }
     }
 }
@@ -427,6 +429,7 @@ where
         codec: ai_gateway::core::MessagesCodecLayer::new()
             .body_limit(opts.body_limit)
             .body_timeout(opts.body_timeout),
+        auth: opts.auth,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -550,5 +553,31 @@ pub mod raw {
             .await?;
         s.write_all(data).await?;
         s.write_all(b"\r\n").await
+    }
+}
+
+/// Gateway keys for tests: a pepper, and keys minted under it.
+pub mod keys {
+    use ai_gateway::auth::{AuthLayer, KeyHasher, KeyRecord, MemoryKeys, MintedKey};
+
+    pub const PEPPER: &str = "pepper for the integration tests";
+
+    /// Mints a key for `subject` in `tenant`, allowed `models` (empty: all).
+    pub fn mint(subject: &str, tenant: &str, models: &[&str]) -> (String, KeyRecord) {
+        let hasher = KeyHasher::new(PEPPER.as_bytes()).expect("pepper");
+        let m = MintedKey::generate(&hasher).expect("mint");
+        let record = serde_json::from_value(serde_json::json!({
+            "id": m.id, "hash": m.hash, "subject": subject, "tenant": tenant, "models": models,
+        }))
+        .expect("record");
+        (m.key, record)
+    }
+
+    /// An auth layer over these records.
+    pub fn layer(records: Vec<KeyRecord>) -> AuthLayer {
+        AuthLayer::keys(
+            MemoryKeys::new(records).expect("store"),
+            KeyHasher::new(PEPPER.as_bytes()).expect("pepper"),
+        )
     }
 }

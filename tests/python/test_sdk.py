@@ -93,11 +93,19 @@ def test_overloaded_surfaces_as_overloaded_error(client):
         assert isinstance(exc.value, anthropic.OverloadedError)
 
 
-@pytest.mark.parametrize("code,cls", [("400", anthropic.BadRequestError), ("401", anthropic.AuthenticationError)])
-def test_client_errors_keep_their_class(client, code, cls):
-    with pytest.raises(cls) as exc:
-        client.messages.create(model=f"error/{code}", max_tokens=64, messages=USER)
-    assert exc.value.body["error"]["type"] == recorded(f"errors/error_{code}.json")["error"]["type"]
+def test_client_errors_keep_their_class(client):
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        client.messages.create(model="error/400", max_tokens=64, messages=USER)
+    assert exc.value.body["error"]["type"] == recorded("errors/error_400.json")["error"]["type"]
+
+
+def test_an_upstream_401_is_not_the_caller_s_authentication_error(client):
+    # The vendor refused the gateway's key: the caller's own credential is not at fault.
+    with pytest.raises(anthropic.APIStatusError) as exc:
+        client.messages.create(model="error/401", max_tokens=64, messages=USER)
+    assert not isinstance(exc.value, anthropic.AuthenticationError)
+    assert exc.value.status_code == 502
+    assert "gateway's own credentials" in exc.value.body["error"]["message"]
 
 
 def test_error_event_mid_stream_raises(client):
@@ -178,3 +186,33 @@ def test_the_api_s_own_400s_are_refused_at_the_gateway(client):
     with pytest.raises(anthropic.BadRequestError) as exc:
         client.messages.create(model="replay/message_basic", max_tokens=5, messages=[])
     assert exc.value.body["error"]["message"].startswith("messages")
+
+
+def _keyed_gateway():
+    import os
+
+    url, key = os.environ.get("GATEWAY_AUTH_URL"), os.environ.get("GATEWAY_KEY")
+    if not url or not key:
+        pytest.fail("GATEWAY_AUTH_URL / GATEWAY_KEY are not set: run through `cargo test --test python_sdk`")
+    return url, key
+
+
+def test_a_gateway_key_gets_through_as_the_sdk_s_api_key():
+    url, key = _keyed_gateway()
+    client = anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
+    msg = client.messages.create(model="replay/message_basic", max_tokens=64, messages=USER)
+    assert same_message(msg, recorded("message_basic.json"))
+    # The SDK's auth_token (authorization: Bearer) works too.
+    bearer = anthropic.Anthropic(base_url=url, auth_token=key, max_retries=0)
+    with bearer.messages.stream(model="replay/stream_text", max_tokens=64, messages=USER) as stream:
+        assert same_message(stream.get_final_message(), expected("stream_text")["final"])
+
+
+@pytest.mark.parametrize("wrong", ["sk-ant-api03-not-a-gateway-key", "gwk_0123456789abcdef_" + "A" * 43])
+def test_a_wrong_key_is_an_authentication_error(wrong):
+    url, _ = _keyed_gateway()
+    client = anthropic.Anthropic(base_url=url, api_key=wrong, max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as exc:
+        client.messages.create(model="replay/message_basic", max_tokens=64, messages=USER)
+    assert exc.value.body["error"]["type"] == "authentication_error"
+    assert exc.value.body["error"]["message"] == "invalid api key"

@@ -233,7 +233,9 @@ struct Shared {
 ///   `x-should-retry`, `anthropic-ratelimit-*` and the other `anthropic-*` headers
 ///   (except `anthropic-organization-id`, which names the gateway's vendor account).
 /// - Upstream errors become [`AiError`]s with the upstream's status, `type`, message,
-///   `request_id` and `retry-after`; an `event: error` in a stream ends it with that
+///   `request_id` and `retry-after`, except 401 and 403: those refuse the gateway's vendor
+///   key, never the caller's credential, and become 502 `api_error` saying so (the
+///   upstream's answer goes to the log); an `event: error` in a stream ends it with that
 ///   error; no answer within the first-byte timeout is `upstream_timeout` (504); a
 ///   stream silent for the idle timeout ends with `upstream_timeout`; a refused or
 ///   broken connection is `api_error` (502).
@@ -457,6 +459,24 @@ impl AnthropicProvider {
         // The error envelope is an `ErrorEvent` (`{"type":"error","error":{..}}`) whose
         // `request_id` lands in `extra`.
         let parsed = serde_json::from_slice::<ErrorEvent>(&bytes).ok();
+        if matches!(status.as_u16(), 401 | 403) {
+            // The gateway's own vendor key was refused: that is not the caller's
+            // credential (which never reaches the vendor), so it must not look like it.
+            tracing::warn!(
+                status = status.as_u16(),
+                upstream_type = parsed.as_ref().map(|e| e.error.kind.as_str()),
+                upstream_message = parsed.as_ref().map(|e| e.error.message.as_str()),
+                "the upstream refused the gateway's vendor credentials"
+            );
+            return AiError::new(
+                ErrorKind::UpstreamUnavailable,
+                format!(
+                    "the upstream refused the gateway's own credentials (http {}); \
+                     the gateway's operator must fix its vendor key",
+                    status.as_u16()
+                ),
+            );
+        }
         let mut err = match &parsed {
             Some(e) => AiError::upstream(status, e.error.kind.clone(), e.error.message.clone()),
             None => {

@@ -1,0 +1,130 @@
+//! Gateway keys in the real server: who gets through, what reaches the upstream, model
+//! grants, and the layer around a plain axum router.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+
+async fn gateway_with_keys() -> (MockUpstream, std::net::SocketAddr, String, String) {
+    let up = MockUpstream::start().await;
+    let (alice, a) = keys::mint("alice", "acme", &[]);
+    let (sonnet_only, s) = keys::mint("sam", "globex", &["claude-sonnet-4-*"]);
+    let opts = GatewayOpts {
+        auth: Some(keys::layer(vec![a, s])),
+        ..GatewayOpts::default()
+    };
+    let gw = start_gateway(&up.url(), opts).await;
+    (up, gw, alice, sonnet_only)
+}
+
+fn keyed(
+    gw: std::net::SocketAddr,
+    model: &str,
+    key: Option<(&str, &str)>,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut req = json_request(gw, "/v1/messages", &messages_body(model, false));
+    if let Some((name, value)) = key {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value.parse().expect("value"),
+        );
+    }
+    req
+}
+
+#[tokio::test]
+async fn a_gateway_key_gets_through_and_goes_no_further() {
+    let (up, gw, alice, _) = gateway_with_keys().await;
+    for (header, value) in [
+        ("x-api-key", alice.clone()),
+        ("authorization", format!("Bearer {alice}")),
+    ] {
+        let (status, _, body) =
+            send(keyed(gw, "replay/message_basic", Some((header, &value)))).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let seen = up.last();
+        assert_eq!(
+            seen.headers["x-api-key"], VENDOR_KEY,
+            "the vendor key, not the caller's"
+        );
+        assert!(seen.headers.get("authorization").is_none());
+        assert!(!format!("{:?}", seen.headers).contains(&alice));
+    }
+}
+
+#[tokio::test]
+async fn no_key_or_a_wrong_one_is_a_401_that_never_reaches_the_upstream() {
+    let (up, gw, alice, _) = gateway_with_keys().await;
+    let mut wrong = alice.clone();
+    wrong.replace_range(wrong.len() - 4.., "AAAA");
+    for key in [
+        None,
+        Some(("x-api-key", wrong.as_str())),
+        Some(("x-api-key", "sk-ant-api03-not-ours")),
+    ] {
+        let (status, headers, body) = send(keyed(gw, "replay/message_basic", key)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{key:?}");
+        assert_eq!(headers["content-type"], "application/json");
+        assert!(headers.contains_key("request-id"));
+        let (kind, _) = error_json(&body);
+        assert_eq!(kind, "authentication_error");
+    }
+    assert!(up.seen().is_empty(), "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn a_model_outside_the_key_s_grant_is_a_403_naming_the_model() {
+    let (up, gw, _, sonnet_only) = gateway_with_keys().await;
+    let (status, _, body) = send(keyed(
+        gw,
+        "replay/message_basic",
+        Some(("x-api-key", &sonnet_only)),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (kind, message) = error_json(&body);
+    assert_eq!(kind, "permission_error");
+    assert_eq!(
+        message,
+        "this api key may not use the model replay/message_basic"
+    );
+    assert!(
+        !message.contains("claude-sonnet-4-*"),
+        "the grants are not told"
+    );
+    assert!(up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn the_layer_guards_a_plain_axum_router_with_plain_text() {
+    use ai_gateway::auth::Rejection;
+    use ai_gateway::core::Principal;
+    use axum::{Extension, Router, routing::get};
+    use tower::ServiceExt;
+
+    let (key, record) = keys::mint("ops", "acme", &[]);
+    let app = Router::new()
+        .route(
+            "/whoami",
+            get(|Extension(p): Extension<Principal>| async move { p.subject.to_string() }),
+        )
+        .layer(keys::layer(vec![record]).rejection(Rejection::PlainText));
+    let ok = http::Request::get("/whoami")
+        .header("x-api-key", &key)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let resp = app.clone().oneshot(ok).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"ops");
+    let no = http::Request::get("/whoami")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let resp = app.oneshot(no).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+}
