@@ -115,6 +115,7 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
     let auth = match &config.auth {
         Some(a) => {
             a.build().map_err(|e| e.to_string())?;
+            a.pseudonym().map_err(|e| e.to_string())?;
             format!("gateway keys from {}", a.keys_file.display())
         }
         None => open.to_owned(),
@@ -198,6 +199,7 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
     if let Some(a) = &config.auth {
         let (layer, keys) = a.build().map_err(|e| e.to_string())?;
         keys.watch(a.reload_interval);
+        server.pseudonym = a.pseudonym().map_err(|e| e.to_string())?;
         tracing::info!(keys_file = %a.keys_file.display(), "callers authenticate with gateway keys");
         server.auth = Some(layer);
     } else {

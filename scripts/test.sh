@@ -68,6 +68,7 @@ cargo test --locked --test python_sdk -- --nocapture
 step "example gateway (release): --help, --check-config, then the official SDK against its demo upstream"
 cargo build --release --locked --example gateway
 ./target/release/examples/gateway --help | head -3
+export GATEWAY_USER_PSEUDONYM_KEY=pseudonym-key-of-the-test-script
 ANTHROPIC_API_KEY=sk-ant-check-only GATEWAY_KEY_PEPPER=pepper-for-the-check-only ./target/release/examples/gateway --check-config examples/gateway.toml
 if env -u ANTHROPIC_API_KEY GATEWAY_KEY_PEPPER=pepper-for-the-check-only ./target/release/examples/gateway --check-config examples/gateway.toml 2>target/check-config.err; then
   echo "--check-config accepted a file whose key variable is not set"; exit 1
@@ -119,7 +120,7 @@ grep -q 'ai_gateway::access: request method=POST path="/v1/messages" status=400 
   || { echo "no access log line:"; cat "$log"; exit 1; }
 grep -q 'status=401 .*auth_failure="missing_credential"' "$log" || { echo "no access line for the 401:"; cat "$log"; exit 1; }
 if grep -q -e "$key" -e sk-ant-not-a-real-key "$log"; then echo "a key reached the log"; exit 1; fi
-unset GATEWAY_KEY_PEPPER
+unset GATEWAY_KEY_PEPPER GATEWAY_USER_PSEUDONYM_KEY
 if grep -q $'\x1b\[' "$log"; then echo "colour codes in a log file"; exit 1; fi
 cat "$log"
 

@@ -32,7 +32,7 @@
 //! ```
 
 use crate::server::ServerConfig;
-use ai_auth::{AuthLayer, FileKeys, KeyHasher};
+use ai_auth::{AuthLayer, FileKeys, KeyHasher, UserPseudonymLayer};
 use ai_core::MessagesCodecLayer;
 use ai_provider::{AnthropicProvider, anthropic};
 use bytesize::ByteSize;
@@ -71,6 +71,11 @@ pub struct AuthSection {
     /// How often the key file is checked for changes. Default 2 s.
     #[serde(default = "default_reload", deserialize_with = "duration")]
     pub reload_interval: Duration,
+    /// With a key (16 bytes or more, as an environment reference), every request's
+    /// `metadata.user_id` becomes a keyed pseudonym of tenant + subject, so the vendor's
+    /// abuse signals are per user without naming the user. Default: off.
+    #[serde(default)]
+    pub user_pseudonym_key: Option<EnvSecret>,
 }
 
 fn default_reload() -> Duration {
@@ -88,6 +93,22 @@ impl AuthSection {
             ConfigError::plain(format!(
                 "[auth] key_pepper (environment variable {}): {e}",
                 self.key_pepper.name()
+            ))
+        })
+    }
+
+    /// The pseudonym layer (a no-op without `user_pseudonym_key`).
+    pub fn pseudonym(&self) -> Result<UserPseudonymLayer, ConfigError> {
+        let Some(secret) = &self.user_pseudonym_key else {
+            return Ok(UserPseudonymLayer::disabled());
+        };
+        let value = secret
+            .value()
+            .ok_or_else(|| ConfigError::plain("[auth] user_pseudonym_key is not resolved"))?;
+        UserPseudonymLayer::new(value.as_bytes()).map_err(|e| {
+            ConfigError::plain(format!(
+                "[auth] user_pseudonym_key (environment variable {}): {e}",
+                secret.name()
             ))
         })
     }
@@ -429,6 +450,9 @@ impl GatewayConfig {
         }
         if let Some(a) = &mut config.auth {
             resolve(&mut a.key_pepper, origin, text, &env)?;
+            if let Some(p) = &mut a.user_pseudonym_key {
+                resolve(p, origin, text, &env)?;
+            }
         }
         Ok(config)
     }
@@ -444,6 +468,7 @@ impl GatewayConfig {
                 .body_limit(usize::try_from(s.body_limit.as_u64()).unwrap_or(usize::MAX))
                 .body_timeout(s.body_timeout),
             auth: None,
+            pseudonym: UserPseudonymLayer::disabled(),
         }
     }
 }
@@ -532,6 +557,7 @@ mod tests {
         match name {
             "ANTHROPIC_API_KEY" => Some("sk-ant-from-env".to_owned()),
             "GATEWAY_KEY_PEPPER" => Some("a pepper for the tests".to_owned()),
+            "GATEWAY_USER_PSEUDONYM_KEY" => Some("a pseudonym key for the tests".to_owned()),
             _ => None,
         }
     }
@@ -588,6 +614,7 @@ mod tests {
             "keys_file",
             "key_pepper",
             "reload_interval",
+            "user_pseudonym_key",
             "level",
             "format",
             "access_log",
@@ -612,6 +639,11 @@ mod tests {
         assert_eq!(auth.key_pepper.name(), "GATEWAY_KEY_PEPPER");
         assert_eq!(auth.reload_interval, default_reload());
         assert!(auth.hasher().is_ok());
+        assert!(auth.pseudonym().is_ok());
+        assert_eq!(
+            auth.user_pseudonym_key.as_ref().map(EnvSecret::name),
+            Some("GATEWAY_USER_PSEUDONYM_KEY")
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! the edge codec, then the provider.
 
 use crate::access_log::AccessLogLayer;
-use ai_auth::{AuthLayer, ModelAccessLayer};
+use ai_auth::{AuthLayer, ModelAccessLayer, UserPseudonymLayer};
 use ai_core::{AiBody, AiError, MessagesCodecLayer, MessagesRequest};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -43,6 +43,8 @@ pub struct ServerConfig {
     /// Caller authentication; `None` serves everyone (keep such a gateway on loopback).
     /// Default `None`.
     pub auth: Option<AuthLayer>,
+    /// `metadata.user_id` pseudonyms for the vendor. Default: disabled.
+    pub pseudonym: UserPseudonymLayer,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             codec: MessagesCodecLayer::new(),
             auth: None,
+            pseudonym: UserPseudonymLayer::disabled(),
         }
     }
 }
@@ -103,6 +106,7 @@ where
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(config.codec.clone())
         .layer(ModelAccessLayer::new())
+        .layer(config.pseudonym.clone())
         .service(provider);
     // Authentication changes the body type, so the two stacks are two types.
     match config.auth.clone() {

@@ -94,6 +94,10 @@ async fn check_config_accepts_the_sample_with_every_key() {
         &[
             ("ANTHROPIC_API_KEY", "sk-ant-test"),
             ("GATEWAY_KEY_PEPPER", keys::PEPPER),
+            (
+                "GATEWAY_USER_PSEUDONYM_KEY",
+                "pseudonym key for the cli test",
+            ),
         ],
     )
     .await;
@@ -409,7 +413,17 @@ async fn the_sample_config_runs_a_working_gateway() {
         .expect("the key on stderr")
         .to_owned();
 
-    let mut gw = Running::start_with(&config, &[("GATEWAY_KEY_PEPPER", keys::PEPPER)]).await;
+    let mut gw = Running::start_with(
+        &config,
+        &[
+            ("GATEWAY_KEY_PEPPER", keys::PEPPER),
+            (
+                "GATEWAY_USER_PSEUDONYM_KEY",
+                "pseudonym key for the cli test",
+            ),
+        ],
+    )
+    .await;
     let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
     let (status, _, _) = post_json(addr, messages_body("replay/stream_text", true)).await;
     assert_eq!(status, 401, "no key, no entry");
@@ -423,7 +437,12 @@ async fn the_sample_config_runs_a_working_gateway() {
     let (status, _, body) = send(req).await;
     assert_eq!(status, 200);
     assert_eq!(parse_sse(&body).last().expect("events").0, "message_stop");
-    assert_eq!(up.last().headers["x-api-key"], "sk-test");
+    let seen = up.last();
+    assert_eq!(seen.headers["x-api-key"], "sk-test");
+    // The vendor sees a pseudonym for alice, never her name or tenant.
+    let sent: serde_json::Value = serde_json::from_slice(&seen.body).expect("json");
+    let user = sent["metadata"]["user_id"].as_str().expect("user_id");
+    assert!(user.starts_with("u_") && !user.contains("alice"), "{user}");
     let line = gw.line_containing("status=200").await;
     assert!(line.contains("model=\"replay/stream_text\""), "{line}");
     // Neither the vendor key nor the caller's key is ever logged.

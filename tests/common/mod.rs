@@ -337,6 +337,7 @@ pub struct GatewayOpts {
     pub write_timeout: Option<Duration>,
     pub max_body: usize,
     pub auth: Option<ai_gateway::auth::AuthLayer>,
+    pub pseudonym: ai_gateway::auth::UserPseudonymLayer,
 }
 
 impl Default for GatewayOpts {
@@ -350,6 +351,7 @@ impl Default for GatewayOpts {
             write_timeout: Some(Duration::from_secs(10)),
             max_body: 64 * 1024 * 1024,
             auth: None,
+            pseudonym: ai_gateway::auth::UserPseudonymLayer::disabled(),
         }
     }
 }
@@ -430,6 +432,7 @@ where
             .body_limit(opts.body_limit)
             .body_timeout(opts.body_timeout),
         auth: opts.auth,
+        pseudonym: opts.pseudonym,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -10,6 +10,7 @@
 //! | refusal | 401 `authentication_error` with one message ([`INVALID_KEY`]) for unknown, wrong, disabled and expired keys; the reason in [`AuthFailure`](ai_core::AuthFailure) on the response and the debug log; a key in the query string refused |
 //! | stores | [`MemoryKeys`], [`FileKeys`] (TOML or JSON, reloaded on change) |
 //! | models | [`ModelAccessLayer`]: 403 `permission_error` naming the model |
+//! | to the vendor | [`UserPseudonymLayer`]: `metadata.user_id` = a keyed pseudonym of tenant + subject, never the raw id |
 //!
 //! [`AuthLayer`] works on any `http::Request<B>` and any response body, so it guards the
 //! Anthropic stack and a plain axum router alike (rejections as Anthropic JSON, or plain
@@ -50,11 +51,13 @@
 mod key;
 mod layer;
 mod models;
+pub mod pseudonym;
 mod store;
 
 pub use key::{KEY_PREFIX, KeyError, KeyHasher, KeyRecord, MIN_PEPPER_LEN, MintedKey};
 pub use layer::{Auth, AuthBody, AuthLayer, INVALID_KEY, Rejection, ResponseFuture};
 pub use models::{ModelAccess, ModelAccessLayer};
+pub use pseudonym::{UserPseudonym, UserPseudonymLayer};
 pub use store::{FileKeys, KeyStore, MemoryKeys, ResolvedKey};
 
 /// The response future of [`ModelAccess`].
