@@ -1,11 +1,12 @@
 //! [`AuthLayer`] / [`Auth`]: a credential in, a [`Principal`] out, or a 401.
 
+use crate::jwt::{JwtIssuer, JwtVerifier};
 use crate::key::{self, KeyHasher};
 use crate::store::KeyStore;
 use ai_core::{AiError, AuthFailure, ErrorKind, Principal};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::fmt;
@@ -32,8 +33,8 @@ pub enum Rejection {
 }
 
 struct Shared {
-    store: Arc<dyn KeyStore>,
-    hasher: KeyHasher,
+    keys: Option<(Arc<dyn KeyStore>, KeyHasher)>,
+    jwt: Option<Arc<JwtVerifier>>,
     rejection: Rejection,
 }
 
@@ -52,13 +53,51 @@ impl fmt::Debug for AuthLayer {
 }
 
 impl AuthLayer {
-    /// Checks keys against `store`, with secrets hashed by `hasher`.
+    /// Checks gateway keys against `store`, with secrets hashed by `hasher`.
     pub fn keys(store: impl KeyStore, hasher: KeyHasher) -> Self {
         AuthLayer {
             shared: Arc::new(Shared {
-                store: Arc::new(store),
-                hasher,
+                keys: Some((Arc::new(store), hasher)),
+                jwt: None,
                 rejection: Rejection::Anthropic,
+            }),
+        }
+    }
+
+    /// Checks JWT bearer tokens from these issuers (see [`JwtIssuer`]).
+    pub fn jwt(issuers: Vec<JwtIssuer>) -> Self {
+        AuthLayer {
+            shared: Arc::new(Shared {
+                keys: None,
+                jwt: Some(Arc::new(JwtVerifier::new(issuers))),
+                rejection: Rejection::Anthropic,
+            }),
+        }
+    }
+
+    /// Also accepts JWT bearer tokens from these issuers (gateway keys keep working).
+    pub fn with_jwt(self, issuers: Vec<JwtIssuer>) -> Self {
+        AuthLayer {
+            shared: Arc::new(Shared {
+                keys: self.shared.keys.clone(),
+                jwt: Some(Arc::new(JwtVerifier::new(issuers))),
+                rejection: self.shared.rejection,
+            }),
+        }
+    }
+
+    /// How many verified JWTs are remembered (until their `exp`) so a repeated token costs
+    /// a hash lookup instead of a signature check; 0 turns the cache off. Default 10,000.
+    pub fn jwt_cache_capacity(self, capacity: usize) -> Self {
+        AuthLayer {
+            shared: Arc::new(Shared {
+                keys: self.shared.keys.clone(),
+                jwt: self
+                    .shared
+                    .jwt
+                    .as_ref()
+                    .map(|v| Arc::new(v.with_capacity(capacity))),
+                rejection: self.shared.rejection,
             }),
         }
     }
@@ -67,8 +106,8 @@ impl AuthLayer {
     pub fn rejection(self, rejection: Rejection) -> Self {
         AuthLayer {
             shared: Arc::new(Shared {
-                store: self.shared.store.clone(),
-                hasher: self.shared.hasher.clone(),
+                keys: self.shared.keys.clone(),
+                jwt: self.shared.jwt.clone(),
                 rejection,
             }),
         }
@@ -166,10 +205,17 @@ impl Shared {
             return Err("credential_in_query");
         }
         let presented = credential(headers).ok_or("missing_credential")?;
+        if !presented.starts_with(key::KEY_PREFIX) {
+            if let Some(jwt) = &self.jwt {
+                let v = jwt.verify(presented)?;
+                return Ok((v.principal, v.models));
+            }
+        }
+        let (store, hasher) = self.keys.as_ref().ok_or("malformed_key")?;
         let parsed = key::parse(presented).ok_or("malformed_key")?;
-        let found = self.store.resolve(parsed.id);
+        let found = store.resolve(parsed.id);
         let hash = found.as_ref().map_or(&DECOY, |r| &r.0.record.hash);
-        let matches = self.hasher.verify(parsed.secret, hash);
+        let matches = hasher.verify(parsed.secret, hash);
         let Some(found) = found else {
             return Err("unknown_key");
         };
@@ -187,26 +233,40 @@ impl Shared {
 
     fn reject(&self, reason: &'static str, request_id: Option<&HeaderValue>) -> Response<Bytes> {
         tracing::debug!(reason, "request refused by authentication");
-        let message = match reason {
-            "missing_credential" => "no api key: send it as x-api-key or authorization: Bearer",
-            "credential_in_query" => "credentials are not accepted in the query string",
-            _ => INVALID_KEY,
+        let (message, kind) = match reason {
+            "missing_credential" => (
+                "no api key: send it as x-api-key or authorization: Bearer",
+                ErrorKind::Authentication,
+            ),
+            "credential_in_query" => (
+                "credentials are not accepted in the query string",
+                ErrorKind::Authentication,
+            ),
+            "agent_scope_exceeds_person" => (
+                "the acting agent asks for scopes its person does not hold",
+                ErrorKind::Permission,
+            ),
+            _ => (INVALID_KEY, ErrorKind::Authentication),
         };
         let (body, content_type) = match self.rejection {
             Rejection::Anthropic => {
-                let mut e = AiError::new(ErrorKind::Authentication, message);
+                let mut e = AiError::new(kind, message);
                 if let Some(id) = request_id.and_then(|v| v.to_str().ok()) {
                     e = e.with_request_id(id.to_owned());
                 }
                 (e.to_json(), "application/json")
             }
             Rejection::PlainText => (
-                Bytes::from(format!("401 Unauthorized: {message}\n")),
+                Bytes::from(format!(
+                    "{} {}: {message}\n",
+                    kind.status().as_u16(),
+                    kind.status().canonical_reason().unwrap_or("")
+                )),
                 "text/plain; charset=utf-8",
             ),
         };
         let mut resp = Response::new(body);
-        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        *resp.status_mut() = kind.status();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Some(id) = request_id {
@@ -369,6 +429,7 @@ mod tests {
     use super::*;
     use crate::key::{KeyRecord, MintedKey, VERIFICATIONS};
     use crate::store::MemoryKeys;
+    use http::StatusCode;
     use http_body_util::{BodyExt, Full};
     use tower::ServiceExt;
 

@@ -48,12 +48,14 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod jwt;
 mod key;
 mod layer;
 mod models;
 pub mod pseudonym;
 mod store;
 
+pub use jwt::{ClaimMap, JwtAlgorithm, JwtIssuer};
 pub use key::{KEY_PREFIX, KeyError, KeyHasher, KeyRecord, MIN_PEPPER_LEN, MintedKey};
 pub use layer::{Auth, AuthBody, AuthLayer, INVALID_KEY, Rejection, ResponseFuture};
 pub use models::{ModelAccess, ModelAccessLayer};
