@@ -47,6 +47,22 @@ fn toml_string(s: &str) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let texts = [
+        Some(&cli.subject),
+        cli.tenant.as_ref(),
+        cli.team.as_ref(),
+        cli.tier.as_ref(),
+    ];
+    if texts
+        .into_iter()
+        .flatten()
+        .chain(cli.scopes.iter())
+        .chain(cli.models.iter())
+        .any(|t| t.chars().any(char::is_control))
+    {
+        eprintln!("error: control characters are not allowed in the key's fields");
+        return ExitCode::FAILURE;
+    }
     let Some(pepper) = std::env::var(&cli.pepper_env)
         .ok()
         .filter(|p| !p.is_empty())
@@ -66,12 +82,17 @@ fn main() -> ExitCode {
     };
     let expires_at = match cli.expires_in.as_deref().map(humantime::parse_duration) {
         None => None,
-        Some(Ok(d)) => Some(
-            (SystemTime::now() + d)
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO)
-                .as_secs(),
-        ),
+        Some(Ok(d)) => match SystemTime::now().checked_add(d) {
+            Some(t) => Some(
+                t.duration_since(UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO)
+                    .as_secs(),
+            ),
+            None => {
+                eprintln!("error: --expires-in is too far in the future");
+                return ExitCode::FAILURE;
+            }
+        },
         Some(Err(e)) => {
             eprintln!("error: --expires-in: {e} (write e.g. 90d or 12h)");
             return ExitCode::FAILURE;

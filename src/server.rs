@@ -138,7 +138,13 @@ where
         .layer(SetRequestIdLayer::x_request_id(MakeGatewayId))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(AccessLogLayer::new())
-        .layer(TraceLayer::new_for_http())
+        // The span names the path only: a query string may carry what a caller should
+        // not have put there.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |req: &Request<hyper::body::Incoming>| {
+                tracing::debug_span!("request", method = %req.method(), path = req.uri().path())
+            },
+        ))
         .service(inner);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

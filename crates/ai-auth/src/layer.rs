@@ -168,15 +168,34 @@ const QUERY_CREDENTIALS: &[&str] = &[
     "token",
 ];
 
+/// `%XX` decoded (invalid escapes kept as they are) and `+` as a space: for checking only.
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn key_in_query(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
-        q.split('&').any(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            QUERY_CREDENTIALS
-                .iter()
-                .any(|c| name.eq_ignore_ascii_case(c))
-                || value.starts_with(key::KEY_PREFIX)
-        })
+        let decoded = percent_decoded(q).to_ascii_lowercase();
+        decoded.contains(key::KEY_PREFIX)
+            || decoded.split(['&', ';']).any(|pair| {
+                let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+                QUERY_CREDENTIALS.contains(&name)
+            })
     })
 }
 
@@ -582,6 +601,9 @@ mod tests {
             format!("/v1/messages?api_key={}", f.alice),
             "/v1/messages?beta=true&key=x".to_owned(),
             format!("/v1/messages?x={}", f.alice),
+            format!("/v1/messages?auth=Bearer%20{}", f.alice),
+            format!("/v1/messages?x=GWK%5F{}", &f.alice[4..]),
+            "/v1/messages?a=1;Key=abc".to_owned(),
         ] {
             let req = Request::post(q.as_str())
                 .header("x-api-key", &f.alice)

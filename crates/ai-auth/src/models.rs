@@ -53,11 +53,17 @@ where
 
     fn call(&mut self, req: Request<MessagesRequest>) -> Self::Future {
         let model = &req.body().model;
-        let refused = !model.is_empty()
-            && req
-                .extensions()
-                .get::<AllowedModels>()
-                .is_some_and(|m| !m.allows(model));
+        // A restricted key names its model: an empty one is not a way around the grant.
+        let refused = req
+            .extensions()
+            .get::<AllowedModels>()
+            .is_some_and(|m| !m.0.is_empty() && (model.is_empty() || !m.allows(model)))
+            && req.extensions().get::<ai_core::Endpoint>().is_none_or(|e| {
+                matches!(
+                    e,
+                    ai_core::Endpoint::Messages | ai_core::Endpoint::CountTokens
+                )
+            });
         if refused {
             // The model is the caller's own input; its grants are not told.
             let shown: String = model.chars().take(128).collect();

@@ -97,13 +97,16 @@ struct KeyFile {
 }
 
 /// Key records from a file: TOML (`[[keys]]` tables) or, for a `.json` name,
-/// `{"keys": [...]}`. [`FileKeys::watch`] reloads it when it changes; a file that no longer
-/// parses is reported and the last good set stays in force.
+/// `{"keys": [...]}`. [`FileKeys::watch`] reloads it when its contents change; a file that
+/// no longer parses is reported and the last good set stays in force, and a file caught
+/// mid-write (size or time changing during the read, or empty) is read again next time.
+/// Replace it atomically (write a new file, then rename it over the old one) to be sure
+/// no reader ever sees half of it.
 #[derive(Clone)]
 pub struct FileKeys {
     path: PathBuf,
     keys: MemoryKeys,
-    stamp: Arc<RwLock<Option<(SystemTime, u64)>>>,
+    loaded: Arc<RwLock<Version>>,
 }
 
 impl fmt::Debug for FileKeys {
@@ -120,11 +123,32 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-fn read(path: &Path) -> Result<Vec<KeyRecord>, KeyError> {
+/// What identifies one version of the file: its contents' SHA-256.
+type Version = [u8; 32];
+
+fn version(text: &str) -> Version {
+    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Reads the file whole, and only when it is not being written: the modification time
+/// and size are the same before and after the read, and it is not empty (a file being
+/// rewritten is often empty for a moment). `Ok(None)`: try again later.
+fn read_stable(path: &Path) -> Result<Option<String>, KeyError> {
+    let before = stamp(path);
     let text = std::fs::read_to_string(path)
         .map_err(|e| KeyError(format!("{}: cannot read the key file: {e}", path.display())))?;
+    if before != stamp(path) || text.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(text))
+}
+
+fn parse(path: &Path, text: &str) -> Result<Vec<KeyRecord>, KeyError> {
     let file: KeyFile = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| {
+        serde_json::from_str(text).map_err(|e| {
             KeyError(format!(
                 "{}:{}:{}: {}",
                 path.display(),
@@ -134,7 +158,7 @@ fn read(path: &Path) -> Result<Vec<KeyRecord>, KeyError> {
             ))
         })?
     } else {
-        toml::from_str(&text).map_err(|e| {
+        toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(0, |s| {
                 text[..s.start.min(text.len())].matches('\n').count() + 1
             });
@@ -152,29 +176,33 @@ impl FileKeys {
     /// Reads the file now; an unreadable or invalid file is an error.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, KeyError> {
         let path = path.into();
-        let before = stamp(&path);
-        let keys = MemoryKeys::new(read(&path)?)
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| KeyError(format!("{}: cannot read the key file: {e}", path.display())))?;
+        let keys = MemoryKeys::new(parse(&path, &text)?)
             .map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
         Ok(FileKeys {
             path,
             keys,
-            stamp: Arc::new(RwLock::new(before)),
+            loaded: Arc::new(RwLock::new(version(&text))),
         })
     }
 
-    /// Reads the file again if its modification time or size changed. Returns whether a
-    /// new set is in force.
+    /// Reads the file again and puts it in force if its contents changed (compared by
+    /// SHA-256, so an edit that keeps the size and time is seen too). A file caught while
+    /// being written is left for the next call. Returns whether a new set is in force.
     pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
-        let now = stamp(&self.path);
-        let last = self.stamp.read().map(|g| *g).unwrap_or(None);
-        if now == last {
+        let Some(text) = read_stable(&self.path)? else {
+            return Ok(false);
+        };
+        let now = version(&text);
+        if self.loaded.read().map(|g| *g == now).unwrap_or(false) {
             return Ok(false);
         }
-        let records = read(&self.path)?;
+        let records = parse(&self.path, &text)?;
         self.keys
             .replace(records)
             .map_err(|e| KeyError(format!("{}: {e}", self.path.display())))?;
-        if let Ok(mut g) = self.stamp.write() {
+        if let Ok(mut g) = self.loaded.write() {
             *g = now;
         }
         Ok(true)
@@ -185,7 +213,7 @@ impl FileKeys {
     pub fn watch(&self, every: Duration) {
         let weak = Arc::downgrade(&self.keys.map);
         let path = self.path.clone();
-        let stamp = self.stamp.clone();
+        let loaded = self.loaded.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -196,7 +224,7 @@ impl FileKeys {
                 let store = FileKeys {
                     path: path.clone(),
                     keys: MemoryKeys { map },
-                    stamp: stamp.clone(),
+                    loaded: loaded.clone(),
                 };
                 match store.reload_if_changed() {
                     Ok(true) => tracing::info!(path = %path.display(), "key file reloaded"),
@@ -312,6 +340,27 @@ mod tests {
         assert!(
             s.resolve("0123456789abcdef").is_none(),
             "a removed key stops working"
+        );
+        assert!(s.resolve("fedcba9876543210").is_some());
+        // An edit that keeps the size (a replaced hash) is seen too.
+        let same_size = std::fs::read_to_string(&p)
+            .expect("read")
+            .replace("new person", "new-person");
+        std::fs::write(&p, same_size).expect("write");
+        assert!(s.reload_if_changed().expect("reloads"));
+        assert_eq!(
+            &*s.resolve("fedcba9876543210")
+                .expect("key")
+                .0
+                .principal
+                .subject,
+            "new-person"
+        );
+        assert!(!s.reload_if_changed().expect("unchanged"), "nothing new");
+        std::fs::write(&p, "").expect("truncate");
+        assert!(
+            !s.reload_if_changed().expect("skipped"),
+            "an empty file is being written"
         );
         assert!(s.resolve("fedcba9876543210").is_some());
         std::fs::write(&p, "[[keys]]\nnot toml at all = = =\n").expect("write");

@@ -233,9 +233,9 @@ struct Shared {
 ///   `x-should-retry`, `anthropic-ratelimit-*` and the other `anthropic-*` headers
 ///   (except `anthropic-organization-id`, which names the gateway's vendor account).
 /// - Upstream errors become [`AiError`]s with the upstream's status, `type`, message,
-///   `request_id` and `retry-after`, except 401 and 403: those refuse the gateway's vendor
-///   key, never the caller's credential, and become 502 `api_error` saying so (the
-///   upstream's answer goes to the log); an `event: error` in a stream ends it with that
+///   `request_id` and `retry-after`, except 401: it refuses the gateway's vendor key,
+///   never the caller's credential, and becomes 502 `api_error` saying so (the upstream's
+///   answer goes to the log, its `request_id` is kept); an `event: error` in a stream ends it with that
 ///   error; no answer within the first-byte timeout is `upstream_timeout` (504); a
 ///   stream silent for the idle timeout ends with `upstream_timeout`; a refused or
 ///   broken connection is `api_error` (502).
@@ -290,13 +290,10 @@ impl AnthropicProvider {
                 ));
             }
         };
-        // The query string is the caller's (`?beta=true` from the SDKs' beta resources,
-        // `limit`/`after_id` on models) and goes along unchanged.
-        let query = req
-            .uri()
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
+        // The caller's query parameters the API knows (`?beta=true` from the SDKs' beta
+        // resources, paging on models) go along as sent; nothing else does (a credential
+        // a caller put in the URL must not reach the vendor).
+        let query = forwarded_query(req.uri().query());
         let uri = Uri::builder()
             .scheme(s.scheme.clone())
             .authority(s.authority.clone())
@@ -459,7 +456,7 @@ impl AnthropicProvider {
         // The error envelope is an `ErrorEvent` (`{"type":"error","error":{..}}`) whose
         // `request_id` lands in `extra`.
         let parsed = serde_json::from_slice::<ErrorEvent>(&bytes).ok();
-        if matches!(status.as_u16(), 401 | 403) {
+        if status == StatusCode::UNAUTHORIZED {
             // The gateway's own vendor key was refused: that is not the caller's
             // credential (which never reaches the vendor), so it must not look like it.
             tracing::warn!(
@@ -468,14 +465,16 @@ impl AnthropicProvider {
                 upstream_message = parsed.as_ref().map(|e| e.error.message.as_str()),
                 "the upstream refused the gateway's vendor credentials"
             );
+            let request_id = parsed
+                .as_ref()
+                .and_then(|e| e.extra.get("request_id"))
+                .and_then(ai_core::wire::RawJson::as_string);
             return AiError::new(
                 ErrorKind::UpstreamUnavailable,
-                format!(
-                    "the upstream refused the gateway's own credentials (http {}); \
-                     the gateway's operator must fix its vendor key",
-                    status.as_u16()
-                ),
-            );
+                "the upstream refused the gateway's own credentials (http 401); \
+                 the gateway's operator must fix its vendor key",
+            )
+            .with_request_id(request_id);
         }
         let mut err = match &parsed {
             Some(e) => AiError::upstream(status, e.error.kind.clone(), e.error.message.clone()),
@@ -508,6 +507,27 @@ impl AnthropicProvider {
         }
         *err.headers_mut() = headers;
         err
+    }
+}
+
+/// Query parameters forwarded to the upstream, as sent.
+const FORWARDED_QUERY: &[&str] = &["beta", "limit", "after_id", "before_id"];
+
+fn forwarded_query(query: Option<&str>) -> String {
+    let Some(q) = query else {
+        return String::new();
+    };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
+            FORWARDED_QUERY.contains(&name)
+        })
+        .collect();
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
     }
 }
 
@@ -612,6 +632,17 @@ mod tests {
         let p = p.expect("valid");
         assert_eq!(p.shared.prefix, "/prefix");
         assert!(!format!("{p:?}").contains("sk-test"));
+    }
+
+    #[test]
+    fn only_known_query_parameters_reach_the_upstream() {
+        assert_eq!(forwarded_query(None), "");
+        assert_eq!(forwarded_query(Some("beta=true")), "?beta=true");
+        assert_eq!(
+            forwarded_query(Some("limit=5&api_key=gwk_x&after_id=m1&key=k")),
+            "?limit=5&after_id=m1"
+        );
+        assert_eq!(forwarded_query(Some("x=1;beta=true")), "");
     }
 
     #[test]
