@@ -63,10 +63,212 @@ impl Default for ClaimMap {
     }
 }
 
+#[derive(Clone)]
 struct IssuerKey {
     kid: Option<String>,
     alg: Algorithm,
     key: DecodingKey,
+}
+
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+/// Largest JWKS document read.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// The keys an issuer publishes at a JWKS URL: fetched on first use, cached, fetched again
+/// when they expire or a token names a key id not among them, at most once per
+/// `min_refresh_interval` (so a flood of made-up `kid`s cannot hammer the identity
+/// provider). Symmetric (`oct`) keys from a URL are never used.
+pub struct Jwks {
+    url: http::Uri,
+    client: HttpsClient,
+    algorithms: Vec<Algorithm>,
+    keys: std::sync::RwLock<(Arc<Vec<IssuerKey>>, Option<std::time::Instant>)>,
+    last_fetch: tokio::sync::Mutex<Option<std::time::Instant>>,
+    ttl: Duration,
+    min_refresh_interval: Duration,
+    fetches: std::sync::atomic::AtomicU64,
+}
+
+impl fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jwks")
+            .field("url", &self.url)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The algorithm a published key is for: its `alg`, else what its type implies.
+fn jwk_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    use jsonwebtoken::jwk::{AlgorithmParameters as P, EllipticCurve as C, KeyAlgorithm as K};
+    if let Some(ka) = &jwk.common.key_algorithm {
+        return Some(match ka {
+            K::RS256 => Algorithm::RS256,
+            K::RS384 => Algorithm::RS384,
+            K::RS512 => Algorithm::RS512,
+            K::PS256 => Algorithm::PS256,
+            K::PS384 => Algorithm::PS384,
+            K::PS512 => Algorithm::PS512,
+            K::ES256 => Algorithm::ES256,
+            K::ES384 => Algorithm::ES384,
+            K::EdDSA => Algorithm::EdDSA,
+            _ => return None,
+        });
+    }
+    match &jwk.algorithm {
+        P::RSA(_) => Some(Algorithm::RS256),
+        P::EllipticCurve(ec) => match ec.curve {
+            C::P256 => Some(Algorithm::ES256),
+            C::P384 => Some(Algorithm::ES384),
+            _ => None,
+        },
+        P::OctetKeyPair(_) => Some(Algorithm::EdDSA),
+        P::OctetKey(_) => None,
+    }
+}
+
+impl Jwks {
+    /// Keys from `url` (https, or http for a local identity provider), used only for the
+    /// `algorithms` listed (never HMAC).
+    pub fn new(url: &str, algorithms: &[Algorithm]) -> Result<Self, crate::KeyError> {
+        let url: http::Uri = url
+            .parse()
+            .map_err(|_| crate::KeyError(format!("invalid jwks url: {url}")))?;
+        if url.authority().is_none() {
+            return Err(crate::KeyError("the jwks url needs a host".into()));
+        }
+        if algorithms
+            .iter()
+            .any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+        {
+            return Err(crate::KeyError(
+                "keys from a jwks url are never used for HMAC".into(),
+            ));
+        }
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| crate::KeyError(format!("tls setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        Ok(Jwks {
+            url,
+            client,
+            algorithms: algorithms.to_vec(),
+            keys: std::sync::RwLock::new((Arc::new(Vec::new()), None)),
+            last_fetch: tokio::sync::Mutex::new(None),
+            ttl: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(30),
+            fetches: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// How long fetched keys are used before they are fetched again. Default 5 minutes.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Least time between two fetches, whatever asks for them. Default 30 seconds.
+    pub fn min_refresh_interval(mut self, d: Duration) -> Self {
+        self.min_refresh_interval = d;
+        self
+    }
+
+    /// How many times the document was fetched (for tests and metrics).
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The keys in force, and whether they are stale (never fetched, or expired).
+    fn snapshot(&self) -> (Arc<Vec<IssuerKey>>, bool) {
+        let g = match self.keys.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let stale = g.1.is_none_or(|until| std::time::Instant::now() >= until);
+        (g.0.clone(), stale)
+    }
+
+    /// Fetches the document again unless a fetch happened within the minimum interval.
+    async fn refresh(&self) {
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < self.min_refresh_interval) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::debug!(url = %self.url, keys = keys.len(), "jwks fetched");
+                let until = std::time::Instant::now() + self.ttl;
+                match self.keys.write() {
+                    Ok(mut g) => *g = (Arc::new(keys), Some(until)),
+                    Err(p) => *p.into_inner() = (Arc::new(keys), Some(until)),
+                }
+            }
+            // The keys already in force stay; the next refresh is after the interval.
+            Err(e) => tracing::warn!(url = %self.url, error = %e, "jwks fetch failed"),
+        }
+    }
+
+    async fn fetch(&self) -> Result<Vec<IssuerKey>, String> {
+        use http_body_util::BodyExt;
+        let req = http::Request::get(self.url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .body(http_body_util::Empty::new())
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("http {}", resp.status().as_u16()));
+        }
+        let body = tokio::time::timeout(
+            Duration::from_secs(10),
+            http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_slice(&body).map_err(|e| format!("not a jwks document: {e}"))?;
+        Ok(set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let alg = jwk_algorithm(jwk).filter(|a| self.algorithms.contains(a))?;
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                Some(IssuerKey {
+                    kid: jwk.common.key_id.clone(),
+                    alg,
+                    key,
+                })
+            })
+            .collect())
+    }
 }
 
 /// One trusted token issuer. See the [module docs](self).
@@ -74,6 +276,7 @@ pub struct JwtIssuer {
     issuer: String,
     audiences: Vec<String>,
     keys: Vec<IssuerKey>,
+    jwks: Option<Arc<Jwks>>,
     leeway: Duration,
     claims: ClaimMap,
 }
@@ -107,6 +310,7 @@ impl JwtIssuer {
             issuer: issuer.into(),
             audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
             keys: Vec::new(),
+            jwks: None,
             leeway: Duration::from_secs(30),
             claims: ClaimMap::default(),
         }
@@ -188,6 +392,17 @@ impl JwtIssuer {
         Ok(self)
     }
 
+    /// Keys published at a JWKS URL (see [`Jwks`]), besides any static ones.
+    pub fn jwks(mut self, jwks: Jwks) -> Self {
+        self.jwks = Some(Arc::new(jwks));
+        self
+    }
+
+    /// The JWKS source, if any.
+    pub fn jwks_source(&self) -> Option<&Jwks> {
+        self.jwks.as_deref()
+    }
+
     /// Clock skew allowed on `exp` and `nbf`. Default 30 seconds.
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
@@ -200,15 +415,21 @@ impl JwtIssuer {
         self
     }
 
-    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Option<&IssuerKey> {
-        self.keys.iter().find(|k| {
+    /// The key for a token's `alg` and `kid`, static keys first, then the published ones.
+    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Option<IssuerKey> {
+        let fits = |k: &&IssuerKey| {
             k.alg == alg
                 && match (kid, &k.kid) {
                     (Some(want), Some(have)) => want == have,
                     (Some(_), None) => false,
                     (None, _) => true,
                 }
-        })
+        };
+        if let Some(k) = self.keys.iter().find(fits) {
+            return Some(k.clone());
+        }
+        let (published, _) = self.jwks.as_ref()?.snapshot();
+        published.iter().find(fits).cloned()
     }
 }
 
@@ -235,6 +456,27 @@ impl fmt::Debug for JwtVerifier {
             .field("issuers", &self.issuers)
             .finish_non_exhaustive()
     }
+}
+
+/// Why a token could not be decided at once.
+enum Needs {
+    /// Its issuer's published keys must be fetched.
+    Fetch,
+    /// It is refused.
+    Refuse(Reason),
+}
+
+impl From<Reason> for Needs {
+    fn from(r: Reason) -> Self {
+        Needs::Refuse(r)
+    }
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 #[derive(Deserialize)]
@@ -289,26 +531,63 @@ impl JwtVerifier {
         }
     }
 
-    pub(crate) fn verify(&self, token: &str) -> Result<Verified, Reason> {
+    /// Checks a token without waiting: `Err(None)` means its issuer's published keys must
+    /// be fetched first ([`JwtVerifier::verify_fetching`]).
+    pub(crate) fn verify_now(&self, token: &str) -> Result<Verified, Option<Reason>> {
         if token.len() > MAX_TOKEN_LEN {
-            return Err("jwt_malformed");
+            return Err(Some("jwt_malformed"));
         }
-        let digest: [u8; 32] = digest::digest(&digest::SHA256, token.as_bytes())
-            .as_ref()
-            .try_into()
-            .map_err(|_| "jwt_malformed")?;
-        let now = now_secs();
-        if self.capacity == 0 {
-            return self.verify_uncached(token).map(|(_, v)| v);
-        }
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((exp, v)) = cache.get(&digest) {
-                if *exp > now {
-                    return Ok(v.clone());
+        let digest = token_digest(token);
+        if self.capacity > 0 {
+            if let Ok(cache) = self.cache.lock() {
+                if let Some((exp, v)) = cache.get(&digest) {
+                    if *exp > now_secs() {
+                        return Ok(v.clone());
+                    }
                 }
             }
         }
-        let (exp, verified) = self.verify_uncached(token)?;
+        match self.verify_uncached(token) {
+            Ok((exp, v)) => {
+                self.remember(digest, exp, &v);
+                Ok(v)
+            }
+            Err(Needs::Fetch) => Err(None),
+            Err(Needs::Refuse(r)) => Err(Some(r)),
+        }
+    }
+
+    /// Fetches the issuer's published keys (rate-limited), then checks the token once more.
+    pub(crate) async fn verify_fetching(
+        self: Arc<Self>,
+        token: String,
+    ) -> Result<Verified, Reason> {
+        if let Some(jwks) = self.issuer_of(&token).and_then(|i| i.jwks.clone()) {
+            jwks.refresh().await;
+        }
+        match self.verify_uncached(&token) {
+            Ok((exp, v)) => {
+                self.remember(token_digest(&token), exp, &v);
+                Ok(v)
+            }
+            Err(Needs::Fetch) => Err("jwt_unknown_kid"),
+            Err(Needs::Refuse(r)) => Err(r),
+        }
+    }
+
+    fn issuer_of(&self, token: &str) -> Option<&JwtIssuer> {
+        let u = jsonwebtoken::dangerous::insecure_decode::<Unverified>(token).ok()?;
+        let Some(Value::String(iss)) = u.claims.iss else {
+            return None;
+        };
+        self.issuers.iter().find(|i| i.issuer == iss)
+    }
+
+    fn remember(&self, digest: [u8; 32], exp: u64, verified: &Verified) {
+        if self.capacity == 0 {
+            return;
+        }
+        let now = now_secs();
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= self.capacity {
                 cache.retain(|_, (e, _)| *e > now);
@@ -318,16 +597,15 @@ impl JwtVerifier {
             }
             cache.insert(digest, (exp, verified.clone()));
         }
-        Ok(verified)
     }
 
-    fn verify_uncached(&self, token: &str) -> Result<(u64, Verified), Reason> {
+    fn verify_uncached(&self, token: &str) -> Result<(u64, Verified), Needs> {
         // The unverified `iss` only picks whose keys to try; everything is then verified.
         let unverified = jsonwebtoken::dangerous::insecure_decode::<Unverified>(token)
             .map_err(|_| "jwt_malformed")?;
         let iss = match unverified.claims.iss {
             Some(Value::String(s)) => s,
-            _ => return Err("jwt_unknown_issuer"),
+            _ => return Err(Needs::Refuse("jwt_unknown_issuer")),
         };
         let issuer = self
             .issuers
@@ -335,14 +613,15 @@ impl JwtVerifier {
             .find(|i| i.issuer == iss)
             .ok_or("jwt_unknown_issuer")?;
         let header = unverified.header;
-        let key =
-            issuer
-                .key_for(header.alg, header.kid.as_deref())
-                .ok_or(if header.kid.is_some() {
-                    "jwt_unknown_kid"
-                } else {
-                    "jwt_algorithm_not_allowed"
-                })?;
+        let stale = issuer.jwks.as_ref().is_some_and(|j| j.snapshot().1);
+        let key = match issuer.key_for(header.alg, header.kid.as_deref()) {
+            // Published keys past their time are fetched again before use.
+            Some(_) | None if stale => return Err(Needs::Fetch),
+            Some(k) => k,
+            None if issuer.jwks.is_some() && header.kid.is_some() => return Err(Needs::Fetch),
+            None if header.kid.is_some() => return Err(Needs::Refuse("jwt_unknown_kid")),
+            None => return Err(Needs::Refuse("jwt_algorithm_not_allowed")),
+        };
         let mut v = Validation::new(key.alg);
         v.set_issuer(&[&issuer.issuer]);
         v.set_audience(&issuer.audiences);
@@ -382,7 +661,7 @@ impl JwtVerifier {
             if act.contains_key("scope") {
                 let asked = scopes_of(act.get("scope"))?;
                 if asked.iter().any(|s| !scopes.contains(s)) {
-                    return Err("agent_scope_exceeds_person");
+                    return Err(Needs::Refuse("agent_scope_exceeds_person"));
                 }
                 scopes = asked;
             }

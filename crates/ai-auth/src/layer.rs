@@ -209,25 +209,65 @@ fn credential(headers: &http::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// What is decided about a request.
+enum Check {
+    Granted((Principal, ai_core::AllowedModels)),
+    Refused(&'static str),
+    Fetch(String, Arc<JwtVerifier>),
+}
+
+enum Decision {
+    Refuse(&'static str),
+    Fetch(String, Arc<JwtVerifier>),
+}
+
+impl From<&'static str> for Decision {
+    fn from(reason: &'static str) -> Self {
+        Decision::Refuse(reason)
+    }
+}
+
+/// Lets the request through as `principal`: the credential headers go, the principal and
+/// its model grants come in.
+fn admit<B>(req: &mut Request<B>, (principal, models): (Principal, ai_core::AllowedModels)) {
+    let h = req.headers_mut();
+    h.remove("x-api-key");
+    h.remove(header::AUTHORIZATION);
+    req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(models);
+}
+
 /// A fixed hash that no secret matches, checked when the id is unknown so that an unknown
 /// key and a wrong secret cost the same work.
 const DECOY: [u8; 32] = [0x5a; 32];
 
 impl Shared {
-    /// The principal and model grants of a request, or why it is refused.
-    fn authenticate(
+    /// The principal and model grants of a request, or why it is refused; a token whose
+    /// issuer's published keys must be fetched first comes back as [`Check::Fetch`].
+    fn authenticate(&self, headers: &http::HeaderMap, query: Option<&str>) -> Check {
+        match self.check_now(headers, query) {
+            Ok(granted) => Check::Granted(granted),
+            Err(Decision::Refuse(reason)) => Check::Refused(reason),
+            Err(Decision::Fetch(token, jwt)) => Check::Fetch(token, jwt),
+        }
+    }
+
+    fn check_now(
         &self,
         headers: &http::HeaderMap,
         query: Option<&str>,
-    ) -> Result<(Principal, ai_core::AllowedModels), &'static str> {
+    ) -> Result<(Principal, ai_core::AllowedModels), Decision> {
         if key_in_query(query) {
-            return Err("credential_in_query");
+            return Err("credential_in_query".into());
         }
         let presented = credential(headers).ok_or("missing_credential")?;
         if !presented.starts_with(key::KEY_PREFIX) {
             if let Some(jwt) = &self.jwt {
-                let v = jwt.verify(presented)?;
-                return Ok((v.principal, v.models));
+                return match jwt.verify_now(presented) {
+                    Ok(v) => Ok((v.principal, v.models)),
+                    Err(Some(reason)) => Err(Decision::Refuse(reason)),
+                    Err(None) => Err(Decision::Fetch(presented.to_owned(), jwt.clone())),
+                };
             }
         }
         let (store, hasher) = self.keys.as_ref().ok_or("malformed_key")?;
@@ -236,16 +276,16 @@ impl Shared {
         let hash = found.as_ref().map_or(&DECOY, |r| &r.0.record.hash);
         let matches = hasher.verify(parsed.secret, hash);
         let Some(found) = found else {
-            return Err("unknown_key");
+            return Err("unknown_key".into());
         };
         if !matches {
-            return Err("wrong_secret");
+            return Err("wrong_secret".into());
         }
         if found.0.record.disabled {
-            return Err("disabled_key");
+            return Err("disabled_key".into());
         }
         if found.0.expired(SystemTime::now()) {
-            return Err("expired_key");
+            return Err("expired_key".into());
         }
         Ok((found.0.principal.clone(), found.0.models.clone()))
     }
@@ -298,12 +338,14 @@ impl Shared {
 
 impl<S, B, RB> Service<Request<B>> for Auth<S>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
     RB: Body<Data = Bytes>,
 {
     type Response = Response<AuthBody<RB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, B>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
@@ -311,76 +353,104 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.shared.authenticate(req.headers(), req.uri().query()) {
-            Ok((principal, models)) => {
-                let h = req.headers_mut();
-                h.remove("x-api-key");
-                h.remove(header::AUTHORIZATION);
-                req.extensions_mut().insert(principal);
-                req.extensions_mut().insert(models);
-                ResponseFuture {
-                    state: FutureState::Inner {
-                        fut: self.inner.call(req),
-                    },
+        let state = match self.shared.authenticate(req.headers(), req.uri().query()) {
+            Check::Granted(granted) => {
+                admit(&mut req, granted);
+                FutureState::Inner {
+                    fut: self.inner.call(req),
                 }
             }
-            Err(reason) => ResponseFuture {
-                state: FutureState::Rejected {
-                    resp: Some(
-                        self.shared
-                            .reject(reason, req.headers().get("x-request-id")),
-                    ),
-                },
+            Check::Refused(reason) => FutureState::Rejected {
+                resp: Some(
+                    self.shared
+                        .reject(reason, req.headers().get("x-request-id")),
+                ),
             },
-        }
+            Check::Fetch(token, jwt) => {
+                // The ready inner service goes with the request; a clone stays.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                FutureState::Fetching {
+                    check: Box::pin(jwt.verify_fetching(token)),
+                    waiting: Some((inner, req, self.shared.clone())),
+                }
+            }
+        };
+        ResponseFuture { state }
     }
 }
+
+type CheckFuture =
+    Pin<Box<dyn Future<Output = Result<crate::jwt::Verified, &'static str>> + Send + 'static>>;
 
 pin_project! {
     /// The response future of [`Auth`].
     #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<S: Service<Request<B>>, B> {
         #[pin]
-        state: FutureState<F>,
+        state: FutureState<S, B>,
     }
 }
 
 pin_project! {
     #[project = FutureStateProj]
-    enum FutureState<F> {
-        Inner { #[pin] fut: F },
+    enum FutureState<S: Service<Request<B>>, B> {
+        Inner { #[pin] fut: S::Future },
         Rejected { resp: Option<Response<Bytes>> },
+        Fetching { check: CheckFuture, waiting: Option<(S, Request<B>, Arc<Shared>)> },
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture { .. }")
     }
 }
 
-impl<F, RB, E> Future for ResponseFuture<F>
+impl<S, B, RB> Future for ResponseFuture<S, B>
 where
-    F: Future<Output = Result<Response<RB>, E>>,
+    S: Service<Request<B>, Response = Response<RB>>,
 {
-    type Output = Result<Response<AuthBody<RB>>, E>;
+    type Output = Result<Response<AuthBody<RB>>, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            FutureStateProj::Inner { fut } => {
-                let resp = ready!(fut.poll(cx))?;
-                Poll::Ready(Ok(resp.map(|inner| AuthBody {
-                    kind: BodyKind::Inner { inner },
-                })))
-            }
-            FutureStateProj::Rejected { resp } => {
-                let resp = resp.take().unwrap_or_else(|| Response::new(Bytes::new()));
-                Poll::Ready(Ok(resp.map(|b| AuthBody {
-                    kind: BodyKind::Rejection {
-                        bytes: (!b.is_empty()).then_some(b),
-                    },
-                })))
-            }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().state.project() {
+                FutureStateProj::Inner { fut } => {
+                    let resp = ready!(fut.poll(cx))?;
+                    return Poll::Ready(Ok(resp.map(|inner| AuthBody {
+                        kind: BodyKind::Inner { inner },
+                    })));
+                }
+                FutureStateProj::Rejected { resp } => {
+                    let resp = resp.take().unwrap_or_else(|| Response::new(Bytes::new()));
+                    return Poll::Ready(Ok(resp.map(|b| AuthBody {
+                        kind: BodyKind::Rejection {
+                            bytes: (!b.is_empty()).then_some(b),
+                        },
+                    })));
+                }
+                FutureStateProj::Fetching { check, waiting } => {
+                    let outcome = ready!(check.as_mut().poll(cx));
+                    let Some((mut inner, mut req, shared)) = waiting.take() else {
+                        return Poll::Ready(Ok(Response::new(AuthBody {
+                            kind: BodyKind::Rejection { bytes: None },
+                        })));
+                    };
+                    match outcome {
+                        Ok(v) => {
+                            admit(&mut req, (v.principal, v.models));
+                            FutureState::Inner {
+                                fut: inner.call(req),
+                            }
+                        }
+                        Err(reason) => FutureState::Rejected {
+                            resp: Some(shared.reject(reason, req.headers().get("x-request-id"))),
+                        },
+                    }
+                }
+            };
+            self.as_mut().project().state.set(next);
         }
     }
 }

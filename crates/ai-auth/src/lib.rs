@@ -9,6 +9,7 @@
 //! | result | [`Principal`](ai_core::Principal) and [`AllowedModels`](ai_core::AllowedModels) in the request extensions; `x-api-key` and `authorization` removed |
 //! | refusal | 401 `authentication_error` with one message ([`INVALID_KEY`]) for unknown, wrong, disabled and expired keys; the reason in [`AuthFailure`](ai_core::AuthFailure) on the response and the debug log; a key in the query string refused |
 //! | stores | [`MemoryKeys`], [`FileKeys`] (TOML or JSON, reloaded on change) |
+//! | tokens | JWT bearer tokens of configured issuers ([`JwtIssuer`]): each key bound to one algorithm, static or published at a JWKS URL ([`Jwks`], fetched on first use, refreshed on expiry and on an unknown `kid` at most once per interval); `iss`/`aud`/`exp`/`nbf`; claims mapped to the principal; RFC 8693 `act` for agents acting for a person; verified tokens cached until `exp` |
 //! | models | [`ModelAccessLayer`]: 403 `permission_error` naming the model |
 //! | to the vendor | [`UserPseudonymLayer`]: `metadata.user_id` = a keyed pseudonym of tenant + subject, never the raw id |
 //!
@@ -55,7 +56,7 @@ mod models;
 pub mod pseudonym;
 mod store;
 
-pub use jwt::{ClaimMap, JwtAlgorithm, JwtIssuer};
+pub use jwt::{ClaimMap, Jwks, JwtAlgorithm, JwtIssuer};
 pub use key::{KEY_PREFIX, KeyError, KeyHasher, KeyRecord, MIN_PEPPER_LEN, MintedKey};
 pub use layer::{Auth, AuthBody, AuthLayer, INVALID_KEY, Rejection, ResponseFuture};
 pub use models::{ModelAccess, ModelAccessLayer};
