@@ -32,7 +32,9 @@
 //! ```
 
 use crate::server::ServerConfig;
-use ai_auth::{AuthLayer, FileKeys, KeyHasher, UserPseudonymLayer};
+use ai_auth::{
+    AuthLayer, ClaimMap, FileKeys, Jwks, JwtAlgorithm, JwtIssuer, KeyHasher, UserPseudonymLayer,
+};
 use ai_core::MessagesCodecLayer;
 use ai_provider::{AnthropicProvider, anthropic};
 use bytesize::ByteSize;
@@ -71,6 +73,9 @@ pub struct AuthSection {
     /// How often the key file is checked for changes. Default 2 s.
     #[serde(default = "default_reload", deserialize_with = "duration")]
     pub reload_interval: Duration,
+    /// `[[auth.issuers]]`: identity providers whose JWT bearer tokens are accepted.
+    #[serde(default)]
+    pub issuers: Vec<IssuerSection>,
     /// With a key (16 bytes or more, as an environment reference), every request's
     /// `metadata.user_id` becomes a keyed pseudonym of tenant + subject, so the vendor's
     /// abuse signals are per user without naming the user. Default: off.
@@ -80,6 +85,171 @@ pub struct AuthSection {
 
 fn default_reload() -> Duration {
     Duration::from_secs(2)
+}
+
+/// `[[auth.issuers]]`: one identity provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct IssuerSection {
+    /// The `iss` its tokens carry. Required.
+    pub issuer: String,
+    /// The `aud` values accepted (one must match). Required.
+    pub audiences: Vec<String>,
+    /// Algorithms accepted for its published keys, e.g. `["RS256", "ES256"]`. Default
+    /// `["RS256"]`. HMAC is never accepted from a URL.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Where it publishes its keys (JWKS). Optional when `keys` are given.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Static public keys: `{ kid = "k1", algorithm = "ES256", pem_file = "idp.pem" }`
+    /// (relative to the configuration file).
+    #[serde(default)]
+    pub keys: Vec<StaticKeySection>,
+    /// Clock skew allowed on `exp` and `nbf`. Default 30 s.
+    #[serde(default = "default_leeway", deserialize_with = "duration")]
+    pub leeway: Duration,
+    /// How long published keys are used before they are fetched again. Default 5 min.
+    #[serde(default = "default_jwks_ttl", deserialize_with = "duration")]
+    pub jwks_ttl: Duration,
+    /// Least time between two fetches of the published keys. Default 30 s.
+    #[serde(default = "default_jwks_interval", deserialize_with = "duration")]
+    pub jwks_min_refresh_interval: Duration,
+    /// Claim names for the principal (`subject`, `tenant`, `team`, `tier`, `scopes`,
+    /// `models`). Defaults: `sub`, `tenant_id`, none, none, `scope`, none.
+    #[serde(default)]
+    pub claims: ClaimsSection,
+}
+
+/// A static public key of an issuer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StaticKeySection {
+    /// The key id tokens name (optional).
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The one algorithm this key is for: RS256/384/512, PS256/384/512, ES256/384, EdDSA.
+    pub algorithm: String,
+    /// The PEM file of the public key, relative to the configuration file.
+    pub pem_file: PathBuf,
+}
+
+/// `[auth.issuers.claims]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ClaimsSection {
+    /// Default `sub`.
+    pub subject: String,
+    /// Default `tenant_id`.
+    pub tenant: Option<String>,
+    /// Default none.
+    pub team: Option<String>,
+    /// Default none.
+    pub tier: Option<String>,
+    /// A space-separated string or a list. Default `scope`.
+    pub scopes: Option<String>,
+    /// A list of allowed models. Default none (every model).
+    pub models: Option<String>,
+}
+
+impl Default for ClaimsSection {
+    fn default() -> Self {
+        let d = ClaimMap::default();
+        ClaimsSection {
+            subject: d.subject,
+            tenant: d.tenant,
+            team: d.team,
+            tier: d.tier,
+            scopes: d.scopes,
+            models: d.models,
+        }
+    }
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned()]
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_jwks_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn algorithm(name: &str) -> Result<JwtAlgorithm, ConfigError> {
+    name.parse::<JwtAlgorithm>().map_err(|_| {
+        ConfigError::plain(format!(
+            "[[auth.issuers]] algorithm \"{name}\" is not one of RS256, RS384, RS512, PS256, \
+             PS384, PS512, ES256, ES384, EdDSA"
+        ))
+    })
+}
+
+impl IssuerSection {
+    /// Builds the issuer (reads its static key files; published keys are fetched on first use).
+    pub fn build(&self) -> Result<JwtIssuer, ConfigError> {
+        let at = |e: ai_auth::KeyError| {
+            ConfigError::plain(format!("[[auth.issuers]] {}: {e}", self.issuer))
+        };
+        let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
+        if audiences.is_empty() {
+            return Err(ConfigError::plain(format!(
+                "[[auth.issuers]] {}: audiences must name at least one audience",
+                self.issuer
+            )));
+        }
+        let mut issuer = JwtIssuer::new(self.issuer.clone(), &audiences)
+            .leeway(self.leeway)
+            .claims(ClaimMap {
+                subject: self.claims.subject.clone(),
+                tenant: self.claims.tenant.clone(),
+                team: self.claims.team.clone(),
+                tier: self.claims.tier.clone(),
+                scopes: self.claims.scopes.clone(),
+                models: self.claims.models.clone(),
+            });
+        for k in &self.keys {
+            let alg = algorithm(&k.algorithm)?;
+            let pem = std::fs::read(&k.pem_file).map_err(|e| {
+                ConfigError::plain(format!(
+                    "[[auth.issuers]] {}: cannot read {}: {e}",
+                    self.issuer,
+                    k.pem_file.display()
+                ))
+            })?;
+            let kid = k.kid.as_deref();
+            issuer = match alg {
+                JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => issuer.ec_key(kid, alg, &pem),
+                JwtAlgorithm::EdDSA => issuer.ed_key(kid, &pem),
+                _ => issuer.rsa_key(kid, alg, &pem),
+            }
+            .map_err(at)?;
+        }
+        if let Some(url) = &self.jwks_url {
+            let algs = self
+                .algorithms
+                .iter()
+                .map(|a| algorithm(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            let jwks = Jwks::new(url, &algs)
+                .map_err(at)?
+                .ttl(self.jwks_ttl)
+                .min_refresh_interval(self.jwks_min_refresh_interval);
+            issuer = issuer.jwks(jwks);
+        } else if self.keys.is_empty() {
+            return Err(ConfigError::plain(format!(
+                "[[auth.issuers]] {}: give a jwks_url or static keys",
+                self.issuer
+            )));
+        }
+        Ok(issuer)
+    }
 }
 
 impl AuthSection {
@@ -119,7 +289,16 @@ impl AuthSection {
         let hasher = self.hasher()?;
         let keys = FileKeys::open(&self.keys_file)
             .map_err(|e| ConfigError::plain(format!("[auth] keys_file: {e}")))?;
-        Ok((AuthLayer::keys(keys.clone(), hasher), keys))
+        let mut layer = AuthLayer::keys(keys.clone(), hasher);
+        if !self.issuers.is_empty() {
+            let issuers = self
+                .issuers
+                .iter()
+                .map(IssuerSection::build)
+                .collect::<Result<Vec<_>, _>>()?;
+            layer = layer.with_jwt(issuers);
+        }
+        Ok((layer, keys))
     }
 }
 
@@ -431,6 +610,11 @@ impl GatewayConfig {
             if auth.keys_file.is_relative() {
                 auth.keys_file = dir.join(&auth.keys_file);
             }
+            for key in auth.issuers.iter_mut().flat_map(|i| i.keys.iter_mut()) {
+                if key.pem_file.is_relative() {
+                    key.pem_file = dir.join(&key.pem_file);
+                }
+            }
         }
         Ok(config)
     }
@@ -524,7 +708,10 @@ impl ConfigError {
             .chain(text[..line_start].lines().rev())
             .map(str::trim)
             .find(|l| l.starts_with('['))
-            .map(|l| l.split(']').next().unwrap_or(l).to_owned() + "]");
+            .map(|l| match l.rfind(']') {
+                Some(end) => l[..=end].to_owned(),
+                None => l.to_owned(),
+            });
         let key = line
             .split_once('=')
             .map(|(k, _)| k.trim())
@@ -615,6 +802,16 @@ mod tests {
             "key_pepper",
             "reload_interval",
             "user_pseudonym_key",
+            "issuer",
+            "audiences",
+            "algorithms",
+            "jwks_url",
+            "leeway",
+            "jwks_ttl",
+            "jwks_min_refresh_interval",
+            "subject",
+            "tenant",
+            "scopes",
             "level",
             "format",
             "access_log",
@@ -640,6 +837,13 @@ mod tests {
         assert_eq!(auth.reload_interval, default_reload());
         assert!(auth.hasher().is_ok());
         assert!(auth.pseudonym().is_ok());
+        let iss = &auth.issuers[0];
+        assert_eq!(iss.algorithms, ["RS256", "ES256"]);
+        assert_eq!(iss.leeway, default_leeway());
+        assert_eq!(iss.jwks_ttl, default_jwks_ttl());
+        assert_eq!(iss.jwks_min_refresh_interval, default_jwks_interval());
+        assert_eq!(iss.claims.subject, "sub");
+        assert!(iss.build().is_ok());
         assert_eq!(
             auth.user_pseudonym_key.as_ref().map(EnvSecret::name),
             Some("GATEWAY_USER_PSEUDONYM_KEY")

@@ -128,3 +128,70 @@ async fn the_layer_guards_a_plain_axum_router_with_plain_text() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
 }
+
+#[tokio::test]
+async fn a_jwt_of_a_configured_issuer_gets_through_the_gateway() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let keys_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/ai-auth/tests/keys");
+    let dir = std::env::temp_dir().join(format!("ai-gateway-auth-jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("keys.toml"), "").expect("keys");
+    let toml = format!(
+        "[auth]\nkeys_file = \"keys.toml\"\nkey_pepper = \"${{PEPPER}}\"\n\n[[auth.issuers]]\nissuer = \"https://idp.test\"\naudiences = [\"gw\"]\nkeys = [{{ kid = \"e1\", algorithm = \"ES256\", pem_file = \"{keys_dir}/ec_public.pem\" }}]\n[auth.issuers.claims]\nscopes = \"groups\"\n"
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, &toml).expect("config");
+    let config = ai_gateway::config::GatewayConfig::parse(&toml, "gateway.toml", |n| {
+        (n == "PEPPER").then(|| keys::PEPPER.to_owned())
+    })
+    .expect("config parses");
+    let mut auth = config.auth.expect("[auth]");
+    auth.keys_file = dir.join("keys.toml");
+    let (layer, _) = auth.build().expect("auth builds");
+
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            auth: Some(layer),
+            ..GatewayOpts::default()
+        },
+    )
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let mut h = Header::new(jsonwebtoken::Algorithm::ES256);
+    h.kid = Some("e1".into());
+    let token = encode(
+        &h,
+        &serde_json::json!({"iss": "https://idp.test", "aud": "gw", "sub": "alice", "exp": exp,
+            "groups": ["eng"], "act": {"sub": "agent:ci"}}),
+        &EncodingKey::from_ec_pem(
+            &std::fs::read(format!("{keys_dir}/ec_private.pem")).expect("pem"),
+        )
+        .expect("key"),
+    )
+    .expect("sign");
+    let bearer = format!("Bearer {token}");
+    let (status, _, body) = send(keyed(
+        gw,
+        "replay/message_basic",
+        Some(("authorization", &bearer)),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        up.last().headers.get("authorization").is_none(),
+        "the token goes no further"
+    );
+    let (status, _, _) = send(keyed(
+        gw,
+        "replay/message_basic",
+        Some(("authorization", "Bearer a.b.c")),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
