@@ -195,3 +195,59 @@ async fn a_jwt_of_a_configured_issuer_gets_through_the_gateway() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_layer_guards_a_tonic_service_with_grpc_statuses() {
+    use ai_gateway::auth::Rejection;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let (key, record) = keys::mint("ops", "acme", &[]);
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(keys::layer(vec![record]).rejection(Rejection::Grpc))
+            .add_service(health)
+            .serve(addr),
+    );
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+    let mut channel = None;
+    for _ in 0..100 {
+        if let Ok(c) = endpoint.connect().await {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut client = HealthClient::new(channel.expect("the tonic server started"));
+
+    let mut ok = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    ok.metadata_mut()
+        .insert("x-api-key", key.parse().expect("metadata"));
+    let resp = client.check(ok).await.expect("a gateway key gets through");
+    assert_eq!(resp.get_ref().status, 1, "SERVING");
+
+    let none = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    let status = client.check(none).await.expect_err("no key");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    wrong.metadata_mut().insert(
+        "x-api-key",
+        "gwk_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            .parse()
+            .expect("metadata"),
+    );
+    let status = client.check(wrong).await.expect_err("wrong key");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(status.message(), "invalid api key");
+}

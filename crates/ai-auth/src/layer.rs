@@ -30,6 +30,9 @@ pub enum Rejection {
     Anthropic,
     /// `text/plain`, for a plain HTTP service.
     PlainText,
+    /// A gRPC status (`UNAUTHENTICATED`, or `PERMISSION_DENIED` for an agent asking for
+    /// too much) in a trailers-only response, for a tonic service.
+    Grpc,
 }
 
 struct Shared {
@@ -209,6 +212,20 @@ fn credential(headers: &http::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// A message as gRPC carries it (percent-encoded; ours are plain ASCII with spaces).
+fn grpc_message(message: &'static str) -> &'static str {
+    match message {
+        INVALID_KEY => "invalid%20api%20key",
+        "the acting agent asks for scopes its person does not hold" => {
+            "the%20acting%20agent%20asks%20for%20scopes%20its%20person%20does%20not%20hold"
+        }
+        "credentials are not accepted in the query string" => {
+            "credentials%20are%20not%20accepted%20in%20the%20query%20string"
+        }
+        _ => "no%20api%20key%3A%20send%20it%20as%20x-api-key%20or%20authorization%3A%20Bearer",
+    }
+}
+
 /// What is decided about a request.
 enum Check {
     Granted((Principal, ai_core::AllowedModels)),
@@ -314,6 +331,26 @@ impl Shared {
                     e = e.with_request_id(id.to_owned());
                 }
                 (e.to_json(), "application/json")
+            }
+            Rejection::Grpc => {
+                let code = if kind == ErrorKind::Permission {
+                    "7"
+                } else {
+                    "16"
+                };
+                let mut resp = Response::new(Bytes::new());
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                h.insert("grpc-status", HeaderValue::from_static(code));
+                h.insert(
+                    "grpc-message",
+                    HeaderValue::from_static(grpc_message(message)),
+                );
+                resp.extensions_mut().insert(AuthFailure(reason));
+                return resp;
             }
             Rejection::PlainText => (
                 Bytes::from(format!(
