@@ -12,7 +12,7 @@
 //! three threads on one core) gives the repeatable figure. `--demo` serves the gateway's
 //! demo upstream instead of proxying, to isolate the server-side cost; `--access-log` turns
 //! on the access log as the example binary has it by default (lines written to
-//! `/dev/null`). Requests are the 2 KB Messages request
+//! `/dev/null`); `--auth` checks a gateway key on every request. Requests are the 2 KB Messages request
 //! of `benches/data/request_2k.json`; non-streaming answers replay
 //! `tests/fixtures/anthropic/message_basic.json`, streaming answers replay
 //! `tests/fixtures/anthropic/stream_text.sse` one event per write.
@@ -34,6 +34,9 @@ const MESSAGE: &[u8] = include_bytes!("../tests/fixtures/anthropic/message_basic
 const STREAM: &[u8] = include_bytes!("../tests/fixtures/anthropic/stream_text.sse");
 
 static CONNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The gateway key every request carries (`--auth`).
+static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -108,7 +111,11 @@ fn start_upstream() -> SocketAddr {
     rx.recv().expect("upstream address")
 }
 
-fn start_gateway(upstream: SocketAddr, demo: bool) -> SocketAddr {
+fn start_gateway(
+    upstream: SocketAddr,
+    demo: bool,
+    auth: Option<ai_gateway::auth::AuthLayer>,
+) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         runtime().block_on(async move {
@@ -121,23 +128,15 @@ fn start_gateway(upstream: SocketAddr, demo: bool) -> SocketAddr {
                 .await
                 .expect("bind");
             tx.send(listener.local_addr().expect("addr")).expect("send");
+            let config = ServerConfig {
+                auth,
+                ..ServerConfig::default()
+            };
             if demo {
                 let demo = ai_gateway::provider::DemoProvider::new().delay(Duration::ZERO);
-                let _ = serve(
-                    listener,
-                    demo,
-                    ServerConfig::default(),
-                    std::future::pending(),
-                )
-                .await;
+                let _ = serve(listener, demo, config, std::future::pending()).await;
             } else {
-                let _ = serve(
-                    listener,
-                    provider,
-                    ServerConfig::default(),
-                    std::future::pending(),
-                )
-                .await;
+                let _ = serve(listener, provider, config, std::future::pending()).await;
             }
         });
     });
@@ -163,9 +162,10 @@ async fn one(
     addr: SocketAddr,
     body: &Bytes,
 ) -> Duration {
+    let key = KEY.get().map_or("sk-bench", String::as_str);
     let req = Request::post(format!("http://{addr}/v1/messages"))
         .header("content-type", "application/json")
-        .header("x-api-key", "sk-bench")
+        .header("x-api-key", key)
         .header("anthropic-version", "2023-06-01")
         .body(Full::new(body.clone()))
         .expect("request");
@@ -180,15 +180,17 @@ fn main() {
     let mut n = 2000usize;
     let mut demo = false;
     let mut access_log = false;
+    let mut auth = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--requests" => n = args.next().and_then(|v| v.parse().ok()).unwrap_or(n),
             "--demo" => demo = true,
             "--access-log" => access_log = true,
+            "--auth" => auth = true,
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log]"
+                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth]"
                 );
                 return;
             }
@@ -208,8 +210,27 @@ fn main() {
             .init();
         println!("--access-log: one access line per request, formatted and written to /dev/null");
     }
+    let auth = auth.then(|| {
+        // A gateway key among 10,000 (the direct path ignores it).
+        use ai_gateway::auth::{AuthLayer, KeyHasher, KeyRecord, MemoryKeys, MintedKey};
+        let hasher = KeyHasher::new(b"pepper of the end-to-end bench").expect("pepper");
+        let mut records = Vec::new();
+        for i in 0..10_000 {
+            let m = MintedKey::generate(&hasher).expect("mint");
+            if i == 0 {
+                let _ = KEY.set(m.key.clone());
+            }
+            let r: KeyRecord = serde_json::from_value(serde_json::json!({
+                "id": m.id, "hash": m.hash, "subject": format!("user-{i}"), "tenant": "acme",
+            }))
+            .expect("record");
+            records.push(r);
+        }
+        println!("--auth: every request carries a gateway key, checked among 10,000");
+        AuthLayer::keys(MemoryKeys::new(records).expect("store"), hasher)
+    });
     let up = start_upstream();
-    let gw = start_gateway(up, demo);
+    let gw = start_gateway(up, demo, auth);
     if demo {
         println!(
             "--demo: the gateway answers from its demo upstream (server-side cost only, no upstream hop)"
