@@ -32,6 +32,10 @@ struct Cli {
     /// A model it may use, exact or a prefix ending in * (repeatable; none: every model).
     #[arg(long = "model", value_name = "MODEL")]
     models: Vec<String>,
+    /// An agent key acting for this person key id (repeatable); the agent names the person
+    /// on each request in `x-acting-for`.
+    #[arg(long = "acts-for", value_name = "KEY_ID")]
+    acts_for: Vec<String>,
     /// Lifetime, e.g. 90d or 12h (none: no expiry).
     #[arg(long, value_name = "DURATION")]
     expires_in: Option<String>,
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         .flatten()
         .chain(cli.scopes.iter())
         .chain(cli.models.iter())
+        .chain(cli.acts_for.iter())
         .any(|t| t.chars().any(char::is_control))
     {
         eprintln!("error: control characters are not allowed in the key's fields");
@@ -137,6 +142,16 @@ fn main() -> ExitCode {
     }
     if let Some(t) = expires_at {
         record.push_str(&format!("expires_at = {t}\n"));
+    }
+    if !cli.acts_for.is_empty() {
+        if !cli.models.is_empty() {
+            eprintln!("error: an agent key's models are its person's: drop --model");
+            return ExitCode::FAILURE;
+        }
+        record.push_str(&format!(
+            "kind = \"agent\"\nacts_for = {}\n",
+            list(&cli.acts_for)
+        ));
     }
     print!("{record}");
     eprintln!(

@@ -168,7 +168,7 @@ async fn a_jwt_of_a_configured_issuer_gets_through_the_gateway() {
     let token = encode(
         &h,
         &serde_json::json!({"iss": "https://idp.test", "aud": "gw", "sub": "alice", "exp": exp,
-            "groups": ["eng"], "act": {"sub": "agent:ci"}}),
+            "groups": ["eng", "messages"], "act": {"sub": "agent:ci"}}),
         &EncodingKey::from_ec_pem(
             &std::fs::read(format!("{keys_dir}/ec_private.pem")).expect("pem"),
         )

@@ -160,6 +160,24 @@ pub struct KeyRecord {
     /// A disabled key never works.
     #[serde(default)]
     pub disabled: bool,
+    /// `user` (the default) or `agent`: an agent key acts for a person, named on each
+    /// request in the `x-acting-for` header, and only for the persons listed in `acts_for`.
+    #[serde(default)]
+    pub kind: KeyKind,
+    /// For an agent key: the ids of the person keys it may act for.
+    #[serde(default)]
+    pub acts_for: Vec<String>,
+}
+
+/// Whose key it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// A person's or a service's own key.
+    #[default]
+    User,
+    /// An agent's key: it acts for a person (see [`KeyRecord::acts_for`]).
+    Agent,
 }
 
 /// What a valid key yields, built once per record (cheap to clone per request).

@@ -1,7 +1,7 @@
 //! [`AuthLayer`] / [`Auth`]: a credential in, a [`Principal`] out, or a 401.
 
 use crate::jwt::{JwtIssuer, JwtVerifier};
-use crate::key::{self, KeyHasher};
+use crate::key::{self, KeyHasher, KeyKind};
 use crate::store::KeyStore;
 use ai_core::{AiError, AuthFailure, ErrorKind, Principal};
 use bytes::Bytes;
@@ -219,6 +219,15 @@ fn grpc_message(message: &'static str) -> &'static str {
         "the acting agent asks for scopes its person does not hold" => {
             "the%20acting%20agent%20asks%20for%20scopes%20its%20person%20does%20not%20hold"
         }
+        "an agent key acts for a person: name the person's key id in x-acting-for" => {
+            "an%20agent%20key%20acts%20for%20a%20person%3A%20name%20the%20person%27s%20key%20id%20in%20x-acting-for"
+        }
+        "this agent key may not act for that person" => {
+            "this%20agent%20key%20may%20not%20act%20for%20that%20person"
+        }
+        "only an agent key acts for a person (x-acting-for)" => {
+            "only%20an%20agent%20key%20acts%20for%20a%20person%20%28x-acting-for%29"
+        }
         "credentials are not accepted in the query string" => {
             "credentials%20are%20not%20accepted%20in%20the%20query%20string"
         }
@@ -244,12 +253,16 @@ impl From<&'static str> for Decision {
     }
 }
 
+/// The header an agent key names its person in (the person key's id).
+pub const ACTING_FOR: &str = "x-acting-for";
+
 /// Lets the request through as `principal`: the credential headers go, the principal and
 /// its model grants come in.
 fn admit<B>(req: &mut Request<B>, (principal, models): (Principal, ai_core::AllowedModels)) {
     let h = req.headers_mut();
     h.remove("x-api-key");
     h.remove(header::AUTHORIZATION);
+    h.remove(ACTING_FOR);
     req.extensions_mut().insert(principal);
     req.extensions_mut().insert(models);
 }
@@ -301,10 +314,48 @@ impl Shared {
         if found.0.record.disabled {
             return Err("disabled_key".into());
         }
-        if found.0.expired(SystemTime::now()) {
+        let now = SystemTime::now();
+        if found.0.expired(now) {
             return Err("expired_key".into());
         }
-        Ok((found.0.principal.clone(), found.0.models.clone()))
+        let acting_for = headers.get(ACTING_FOR);
+        match (found.0.record.kind, acting_for) {
+            (KeyKind::User, None) => Ok((found.0.principal.clone(), found.0.models.clone())),
+            (KeyKind::User, Some(_)) => Err("acting_for_without_agent_key".into()),
+            (KeyKind::Agent, None) => Err("agent_without_person".into()),
+            (KeyKind::Agent, Some(person)) => {
+                let person = person.to_str().map_err(|_| "agent_not_bound_to_person")?;
+                // The binding lives in the agent's record, which only the operator writes.
+                if !found.0.record.acts_for.iter().any(|p| p == person) {
+                    return Err("agent_not_bound_to_person".into());
+                }
+                let Some(p) = store.resolve(person) else {
+                    return Err("agent_not_bound_to_person".into());
+                };
+                if p.0.record.disabled || p.0.expired(now) || p.0.record.kind != KeyKind::User {
+                    return Err("agent_not_bound_to_person".into());
+                }
+                let agent = &found.0.principal;
+                // An agent's listed scopes must all be its person's; with none listed it
+                // takes the person's.
+                if agent.scopes.iter().any(|s| !p.0.principal.has_scope(s)) {
+                    return Err("agent_scope_exceeds_person".into());
+                }
+                let scopes = if agent.scopes.is_empty() {
+                    p.0.principal.scopes.clone()
+                } else {
+                    agent.scopes.clone()
+                };
+                Ok((
+                    Principal {
+                        agent: Some(agent.subject.clone()),
+                        scopes,
+                        ..p.0.principal.clone()
+                    },
+                    p.0.models.clone(),
+                ))
+            }
+        }
     }
 
     fn reject(&self, reason: &'static str, request_id: Option<&HeaderValue>) -> Response<Bytes> {
@@ -320,6 +371,18 @@ impl Shared {
             ),
             "agent_scope_exceeds_person" => (
                 "the acting agent asks for scopes its person does not hold",
+                ErrorKind::Permission,
+            ),
+            "agent_without_person" => (
+                "an agent key acts for a person: name the person's key id in x-acting-for",
+                ErrorKind::Permission,
+            ),
+            "agent_not_bound_to_person" => (
+                "this agent key may not act for that person",
+                ErrorKind::Permission,
+            ),
+            "acting_for_without_agent_key" => (
+                "only an agent key acts for a person (x-acting-for)",
                 ErrorKind::Permission,
             ),
             _ => (INVALID_KEY, ErrorKind::Authentication),
@@ -726,6 +789,99 @@ mod tests {
             .body(())
             .expect("request");
         assert_eq!(call(&f.layer, req).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_agent_key_acts_for_its_bound_person_and_never_gains_a_scope() {
+        let hasher = KeyHasher::new(b"test pepper, long enough").expect("pepper");
+        let mint = || MintedKey::generate(&hasher).expect("mint");
+        let (alice, bob, bot, greedy) = (mint(), mint(), mint(), mint());
+        let rec = |m: &MintedKey, v: serde_json::Value| -> KeyRecord {
+            let mut base = serde_json::json!({"id": m.id, "hash": m.hash});
+            for (k, x) in v.as_object().expect("object") {
+                base[k] = x.clone();
+            }
+            serde_json::from_value(base).expect("record")
+        };
+        let store = MemoryKeys::new(vec![
+            rec(&alice, serde_json::json!({"subject": "alice", "tenant": "acme", "scopes": ["messages", "models"], "models": ["claude-*"]})),
+            rec(&bob, serde_json::json!({"subject": "bob", "tenant": "acme", "scopes": ["messages"]})),
+            rec(&bot, serde_json::json!({"subject": "agent:release-bot", "kind": "agent", "acts_for": [alice.id], "scopes": ["messages"]})),
+            rec(&greedy, serde_json::json!({"subject": "agent:greedy", "kind": "agent", "acts_for": [bob.id], "scopes": ["messages", "models"]})),
+        ])
+        .expect("store");
+        let layer = AuthLayer::keys(store, hasher);
+        let svc = layer.layer(tower::service_fn(|req: Request<()>| async move {
+            let p = req
+                .extensions()
+                .get::<Principal>()
+                .cloned()
+                .expect("principal");
+            let m = req
+                .extensions()
+                .get::<ai_core::AllowedModels>()
+                .cloned()
+                .expect("models");
+            assert!(req.headers().get(ACTING_FOR).is_none());
+            let body = format!(
+                "{}/{}/{}/{}",
+                p.subject,
+                p.agent.as_deref().unwrap_or("-"),
+                p.scopes.iter().map(|s| &**s).collect::<Vec<_>>().join(","),
+                m.allows("claude-x")
+            );
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+        }));
+        let ask = |key: &str, person: Option<&str>| {
+            let mut r = Request::post("/").header("x-api-key", key);
+            if let Some(p) = person {
+                r = r.header(ACTING_FOR, p);
+            }
+            r.body(()).expect("request")
+        };
+        let run = |req| {
+            let svc = svc.clone();
+            async move {
+                let resp = svc.oneshot(req).await.expect("infallible");
+                let status = resp.status();
+                let f = resp.extensions().get::<AuthFailure>().copied();
+                let b = resp.into_body().collect().await.expect("body").to_bytes();
+                (status, f, String::from_utf8_lossy(&b).into_owned())
+            }
+        };
+        let (s, _, body) = run(ask(&bot.key, Some(&alice.id))).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            body, "alice/agent:release-bot/messages/true",
+            "the person, the agent, the narrower scopes, the person's models"
+        );
+        for (req, reason) in [
+            (ask(&bot.key, None), "agent_without_person"),
+            (ask(&bot.key, Some(&bob.id)), "agent_not_bound_to_person"),
+            (
+                ask(&bot.key, Some("0000000000000000")),
+                "agent_not_bound_to_person",
+            ),
+            (
+                ask(&greedy.key, Some(&bob.id)),
+                "agent_scope_exceeds_person",
+            ),
+            (
+                ask(&alice.key, Some(&bob.id)),
+                "acting_for_without_agent_key",
+            ),
+        ] {
+            let (s, f, body) = run(req).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{reason}: {body}");
+            assert_eq!(f, Some(AuthFailure(reason)));
+            assert!(body.contains("permission_error"), "{body}");
+        }
+        // A wrong agent secret is still the generic 401.
+        let wrong = format!("gwk_{}_{}", bot.id, &alice.key[21..]);
+        assert_eq!(
+            run(ask(&wrong, Some(&alice.id))).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[tokio::test]

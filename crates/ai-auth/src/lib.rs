@@ -57,8 +57,8 @@ pub mod pseudonym;
 mod store;
 
 pub use jwt::{ClaimMap, Jwks, JwtAlgorithm, JwtIssuer};
-pub use key::{KEY_PREFIX, KeyError, KeyHasher, KeyRecord, MIN_PEPPER_LEN, MintedKey};
-pub use layer::{Auth, AuthBody, AuthLayer, INVALID_KEY, Rejection, ResponseFuture};
+pub use key::{KEY_PREFIX, KeyError, KeyHasher, KeyKind, KeyRecord, MIN_PEPPER_LEN, MintedKey};
+pub use layer::{ACTING_FOR, Auth, AuthBody, AuthLayer, INVALID_KEY, Rejection, ResponseFuture};
 pub use models::{ModelAccess, ModelAccessLayer};
 pub use pseudonym::{UserPseudonym, UserPseudonymLayer};
 pub use store::{FileKeys, KeyStore, MemoryKeys, ResolvedKey};

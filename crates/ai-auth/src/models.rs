@@ -64,6 +64,26 @@ where
                     ai_core::Endpoint::Messages | ai_core::Endpoint::CountTokens
                 )
             });
+        // Scopes, when the principal has any: `messages` for the Messages endpoints,
+        // `models` for the model list.
+        let needed = match req.extensions().get::<ai_core::Endpoint>() {
+            Some(ai_core::Endpoint::ListModels | ai_core::Endpoint::GetModel(_)) => "models",
+            _ => "messages",
+        };
+        let lacks_scope = req
+            .extensions()
+            .get::<ai_core::Principal>()
+            .is_some_and(|p| !p.scopes.is_empty() && !p.has_scope(needed));
+        if lacks_scope {
+            return ResponseFuture {
+                state: State::Refused {
+                    err: Some(AiError::new(
+                        ErrorKind::Permission,
+                        format!("this api key lacks the scope `{needed}`"),
+                    )),
+                },
+            };
+        }
         if refused {
             // The model is the caller's own input; its grants are not told.
             let shown: String = model.chars().take(128).collect();
@@ -120,5 +140,84 @@ where
                 .take()
                 .unwrap_or_else(|| AiError::new(ErrorKind::Permission, "refused")))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ai_core::test_util::{MockProvider, Script};
+    use ai_core::{Endpoint, Principal};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    async fn ask(
+        scopes: &[&str],
+        models: &[&str],
+        model: &str,
+        endpoint: Endpoint,
+    ) -> Result<(), AiError> {
+        let mock = MockProvider::always(Script::text("ok"));
+        let mut req = Request::new(MessagesRequest {
+            model: model.into(),
+            max_tokens: Some(1),
+            ..Default::default()
+        });
+        req.extensions_mut().insert(Principal {
+            scopes: scopes.iter().map(|s| Arc::from(*s)).collect(),
+            ..Principal::new("p")
+        });
+        req.extensions_mut().insert(AllowedModels(
+            models.iter().map(|s| Arc::from(*s)).collect(),
+        ));
+        req.extensions_mut().insert(endpoint);
+        ModelAccessLayer::new()
+            .layer(mock)
+            .oneshot(req)
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn scopes_and_models_are_checked_against_the_request() {
+        assert!(
+            ask(&[], &[], "any", Endpoint::Messages).await.is_ok(),
+            "no scopes, no limits"
+        );
+        assert!(
+            ask(&["messages"], &[], "any", Endpoint::Messages)
+                .await
+                .is_ok()
+        );
+        let e = ask(&["models"], &[], "any", Endpoint::Messages)
+            .await
+            .expect_err("scope");
+        assert_eq!(e.kind(), ErrorKind::Permission);
+        assert_eq!(e.message(), "this api key lacks the scope `messages`");
+        assert!(
+            ask(&["models"], &[], "", Endpoint::ListModels)
+                .await
+                .is_ok()
+        );
+        assert!(
+            ask(&["messages"], &[], "", Endpoint::ListModels)
+                .await
+                .is_err()
+        );
+        let e = ask(&[], &["claude-*"], "gpt-4o", Endpoint::Messages)
+            .await
+            .expect_err("model");
+        assert_eq!(e.message(), "this api key may not use the model gpt-4o");
+        assert!(
+            ask(&[], &["claude-*"], "", Endpoint::CountTokens)
+                .await
+                .is_err(),
+            "an empty model"
+        );
+        assert!(
+            ask(&[], &["claude-*"], "claude-x", Endpoint::CountTokens)
+                .await
+                .is_ok()
+        );
     }
 }

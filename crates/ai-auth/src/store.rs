@@ -26,6 +26,18 @@ type Map = HashMap<String, ResolvedKey>;
 fn index(records: Vec<KeyRecord>) -> Result<Map, KeyError> {
     let mut map = HashMap::with_capacity(records.len());
     for r in records {
+        if r.kind == crate::key::KeyKind::Agent && !r.models.is_empty() {
+            return Err(KeyError(format!(
+                "key {}: an agent key's models are its person's; remove `models`",
+                r.id
+            )));
+        }
+        if r.kind == crate::key::KeyKind::User && !r.acts_for.is_empty() {
+            return Err(KeyError(format!(
+                "key {}: only agent keys (kind = \"agent\") act for a person",
+                r.id
+            )));
+        }
         if !crate::key::valid_id(&r.id) {
             return Err(KeyError(format!(
                 "key id {:?} is not 16 lowercase hex digits",
@@ -285,6 +297,38 @@ mod tests {
                 .subject,
             "bob"
         );
+    }
+
+    #[test]
+    fn agent_records_are_checked() {
+        let bad_models = KeyRecord {
+            models: vec!["x".into()],
+            ..agent_record()
+        };
+        assert!(
+            MemoryKeys::new(vec![bad_models])
+                .expect_err("models")
+                .to_string()
+                .contains("its person's")
+        );
+        let user_acting = KeyRecord {
+            kind: crate::key::KeyKind::User,
+            ..agent_record()
+        };
+        assert!(
+            MemoryKeys::new(vec![user_acting])
+                .expect_err("acts_for")
+                .to_string()
+                .contains("only agent keys")
+        );
+    }
+
+    fn agent_record() -> KeyRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": "0123456789abcdef", "hash": HASH, "subject": "bot", "kind": "agent",
+            "acts_for": ["fedcba9876543210"],
+        }))
+        .expect("record")
     }
 
     #[test]
