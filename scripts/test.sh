@@ -120,6 +120,28 @@ grep -q 'ai_gateway::access: request method=POST path="/v1/messages" status=400 
   || { echo "no access log line:"; cat "$log"; exit 1; }
 grep -q 'status=401 .*auth_failure="missing_credential"' "$log" || { echo "no access line for the 401:"; cat "$log"; exit 1; }
 if grep -q -e "$key" -e sk-ant-not-a-real-key "$log"; then echo "a key reached the log"; exit 1; fi
+
+step "example gateway (release) with [auth] and the demo upstream: the official SDK with the minted key"
+# The same configuration without [upstream.anthropic]: the demo upstream answers.
+python3 - "$conf/gateway.toml" <<'PY'
+import re, sys
+p = sys.argv[1]
+text = open(p).read()
+open(p, "w").write(re.sub(r"\n\[upstream\.anthropic\].*", "\n", text, flags=re.S))
+PY
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+./target/release/examples/gateway --config "$conf/gateway.toml" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+gw=$!
+trap 'kill $gw 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if grep -q "listening on" "$log"; then break; fi
+  sleep 0.1
+done
+.venv/bin/python tests/python/demo_check.py "http://127.0.0.1:$port" "$key"
+kill -TERM $gw
+wait $gw || { echo "the gateway did not exit cleanly on SIGTERM"; cat "$log"; exit 1; }
+trap - EXIT
+if grep -q -e "$key" "$log"; then echo "a key reached the log"; exit 1; fi
 unset GATEWAY_KEY_PEPPER GATEWAY_USER_PSEUDONYM_KEY
 if grep -q $'\x1b\[' "$log"; then echo "colour codes in a log file"; exit 1; fi
 cat "$log"

@@ -197,6 +197,21 @@ impl IssuerSection {
         let at = |e: ai_auth::KeyError| {
             ConfigError::plain(format!("[[auth.issuers]] {}: {e}", self.issuer))
         };
+        if self.leeway > Duration::from_secs(3600) {
+            return Err(ConfigError::plain(format!(
+                "[[auth.issuers]] {}: a leeway over 1h would make exp meaningless",
+                self.issuer
+            )));
+        }
+        if self.jwks_url.is_some()
+            && (self.algorithms.is_empty() || self.jwks_ttl <= self.jwks_min_refresh_interval)
+        {
+            return Err(ConfigError::plain(format!(
+                "[[auth.issuers]] {}: give at least one algorithm, and a jwks_ttl longer than \
+                 jwks_min_refresh_interval",
+                self.issuer
+            )));
+        }
         let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
         if audiences.is_empty() {
             return Err(ConfigError::plain(format!(
@@ -290,6 +305,14 @@ impl AuthSection {
         let keys = FileKeys::open(&self.keys_file)
             .map_err(|e| ConfigError::plain(format!("[auth] keys_file: {e}")))?;
         let mut layer = AuthLayer::keys(keys.clone(), hasher);
+        let mut names: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::plain(format!(
+                "[[auth.issuers]] {} appears twice",
+                w[0]
+            )));
+        }
         if !self.issuers.is_empty() {
             let issuers = self
                 .issuers

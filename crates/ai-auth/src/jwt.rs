@@ -30,6 +30,9 @@ pub use jsonwebtoken::Algorithm as JwtAlgorithm;
 
 /// Longest token accepted (a larger one is refused before any decoding).
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Longest a verified token is remembered, whatever its `exp` (seconds).
+const MAX_CACHE_SECS: u64 = 300;
+
 /// Default number of verified tokens kept in the cache.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
@@ -138,8 +141,19 @@ impl Jwks {
         let url: http::Uri = url
             .parse()
             .map_err(|_| crate::KeyError(format!("invalid jwks url: {url}")))?;
-        if url.authority().is_none() {
+        let Some(host) = url.host() else {
             return Err(crate::KeyError("the jwks url needs a host".into()));
+        };
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if url.scheme_str() != Some("https") && !loopback {
+            return Err(crate::KeyError(
+                "the jwks url must be https (plain http only for a loopback address)".into(),
+            ));
         }
         if algorithms
             .iter()
@@ -211,7 +225,10 @@ impl Jwks {
 
     /// Fetches the document again unless a fetch happened within the minimum interval.
     async fn refresh(&self) {
-        let mut last = self.last_fetch.lock().await;
+        // A fetch already under way: do not queue behind it (the keys in force are used).
+        let Ok(mut last) = self.last_fetch.try_lock() else {
+            return;
+        };
         if last.is_some_and(|t| t.elapsed() < self.min_refresh_interval) {
             return;
         }
@@ -253,10 +270,20 @@ impl Jwks {
         .map_err(|_| "timed out".to_owned())?
         .map_err(|e| e.to_string())?
         .to_bytes();
-        let set: jsonwebtoken::jwk::JwkSet =
+        #[derive(Deserialize)]
+        struct Doc {
+            keys: Vec<Value>,
+        }
+        let doc: Doc =
             serde_json::from_slice(&body).map_err(|e| format!("not a jwks document: {e}"))?;
-        Ok(set
+        // Each key on its own: one of a kind we do not use does not spoil the others.
+        let set: Vec<jsonwebtoken::jwk::Jwk> = doc
             .keys
+            .into_iter()
+            .filter(|k| k.get("use").and_then(Value::as_str) != Some("enc"))
+            .filter_map(|k| serde_json::from_value(k).ok())
+            .collect();
+        Ok(set
             .iter()
             .filter_map(|jwk| {
                 let alg = jwk_algorithm(jwk).filter(|a| self.algorithms.contains(a))?;
@@ -415,8 +442,9 @@ impl JwtIssuer {
         self
     }
 
-    /// The key for a token's `alg` and `kid`, static keys first, then the published ones.
-    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Option<IssuerKey> {
+    /// The key for a token's `alg` and `kid`, static keys first, then the published ones
+    /// (`true`: a published key).
+    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Option<(IssuerKey, bool)> {
         let fits = |k: &&IssuerKey| {
             k.alg == alg
                 && match (kid, &k.kid) {
@@ -426,10 +454,10 @@ impl JwtIssuer {
                 }
         };
         if let Some(k) = self.keys.iter().find(fits) {
-            return Some(k.clone());
+            return Some((k.clone(), false));
         }
         let (published, _) = self.jwks.as_ref()?.snapshot();
-        published.iter().find(fits).cloned()
+        published.iter().find(fits).map(|k| (k.clone(), true))
     }
 }
 
@@ -547,7 +575,7 @@ impl JwtVerifier {
                 }
             }
         }
-        match self.verify_uncached(token) {
+        match self.verify_uncached(token, false) {
             Ok((exp, v)) => {
                 self.remember(digest, exp, &v);
                 Ok(v)
@@ -565,7 +593,9 @@ impl JwtVerifier {
         if let Some(jwks) = self.issuer_of(&token).and_then(|i| i.jwks.clone()) {
             jwks.refresh().await;
         }
-        match self.verify_uncached(&token) {
+        // After one (attempted) fetch, the keys in force are used even if a fetch failed:
+        // an identity provider that is down does not lock out tokens of known keys.
+        match self.verify_uncached(&token, true) {
             Ok((exp, v)) => {
                 self.remember(token_digest(&token), exp, &v);
                 Ok(v)
@@ -595,11 +625,12 @@ impl JwtVerifier {
                     cache.clear();
                 }
             }
-            cache.insert(digest, (exp, verified.clone()));
+            // Never longer than a key set lives, so a key rotated out stops its tokens soon.
+            cache.insert(digest, (exp.min(now + MAX_CACHE_SECS), verified.clone()));
         }
     }
 
-    fn verify_uncached(&self, token: &str) -> Result<(u64, Verified), Needs> {
+    fn verify_uncached(&self, token: &str, after_fetch: bool) -> Result<(u64, Verified), Needs> {
         // The unverified `iss` only picks whose keys to try; everything is then verified.
         let unverified = jsonwebtoken::dangerous::insecure_decode::<Unverified>(token)
             .map_err(|_| "jwt_malformed")?;
@@ -615,10 +646,13 @@ impl JwtVerifier {
         let header = unverified.header;
         let stale = issuer.jwks.as_ref().is_some_and(|j| j.snapshot().1);
         let key = match issuer.key_for(header.alg, header.kid.as_deref()) {
+            Some((k, false)) => k,
             // Published keys past their time are fetched again before use.
-            Some(_) | None if stale => return Err(Needs::Fetch),
-            Some(k) => k,
-            None if issuer.jwks.is_some() && header.kid.is_some() => return Err(Needs::Fetch),
+            Some(_) if stale && !after_fetch => return Err(Needs::Fetch),
+            Some((k, true)) => k,
+            None if issuer.jwks.is_some() && !after_fetch && (stale || header.kid.is_some()) => {
+                return Err(Needs::Fetch);
+            }
             None if header.kid.is_some() => return Err(Needs::Refuse("jwt_unknown_kid")),
             None => return Err(Needs::Refuse("jwt_algorithm_not_allowed")),
         };
@@ -660,7 +694,10 @@ impl JwtVerifier {
             agent = Some(Arc::from(sub));
             if act.contains_key("scope") {
                 let asked = scopes_of(act.get("scope"))?;
-                if asked.iter().any(|s| !scopes.contains(s)) {
+                // An empty list would read as "no limits": never wider than the person.
+                if asked.is_empty()
+                    || (!scopes.is_empty() && asked.iter().any(|s| !scopes.contains(s)))
+                {
                     return Err(Needs::Refuse("agent_scope_exceeds_person"));
                 }
                 scopes = asked;

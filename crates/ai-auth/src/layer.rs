@@ -203,11 +203,14 @@ fn key_in_query(query: Option<&str>) -> bool {
 }
 
 /// The presented credential: `x-api-key`, else `authorization: Bearer`.
+/// `Some("")` for a credential that is present but not text (refused as malformed).
 fn credential(headers: &http::HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get("x-api-key") {
-        return v.to_str().ok();
+        return Some(v.to_str().unwrap_or(""));
     }
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let Ok(v) = headers.get(header::AUTHORIZATION)?.to_str() else {
+        return Some("");
+    };
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -338,7 +341,10 @@ impl Shared {
                 let agent = &found.0.principal;
                 // An agent's listed scopes must all be its person's; with none listed it
                 // takes the person's.
-                if agent.scopes.iter().any(|s| !p.0.principal.has_scope(s)) {
+                // A person with no scopes is not limited by scope, so any narrower list is fine.
+                if !p.0.principal.scopes.is_empty()
+                    && agent.scopes.iter().any(|s| !p.0.principal.has_scope(s))
+                {
                     return Err("agent_scope_exceeds_person".into());
                 }
                 let scopes = if agent.scopes.is_empty() {
@@ -523,7 +529,12 @@ where
                     })));
                 }
                 FutureStateProj::Rejected { resp } => {
-                    let resp = resp.take().unwrap_or_else(|| Response::new(Bytes::new()));
+                    // Polled again after it answered: still a refusal, never a success.
+                    let resp = resp.take().unwrap_or_else(|| {
+                        let mut r = Response::new(Bytes::new());
+                        *r.status_mut() = http::StatusCode::UNAUTHORIZED;
+                        r
+                    });
                     return Poll::Ready(Ok(resp.map(|b| AuthBody {
                         kind: BodyKind::Rejection {
                             bytes: (!b.is_empty()).then_some(b),
@@ -533,9 +544,11 @@ where
                 FutureStateProj::Fetching { check, waiting } => {
                     let outcome = ready!(check.as_mut().poll(cx));
                     let Some((mut inner, mut req, shared)) = waiting.take() else {
-                        return Poll::Ready(Ok(Response::new(AuthBody {
+                        let mut r = Response::new(AuthBody {
                             kind: BodyKind::Rejection { bytes: None },
-                        })));
+                        });
+                        *r.status_mut() = http::StatusCode::UNAUTHORIZED;
+                        return Poll::Ready(Ok(r));
                     };
                     match outcome {
                         Ok(v) => {

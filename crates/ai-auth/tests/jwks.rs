@@ -64,6 +64,7 @@ struct Idp {
     url: String,
     set: Arc<Mutex<JwkSet>>,
     hits: Arc<AtomicUsize>,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn idp(keys: Vec<Jwk>) -> Idp {
@@ -73,21 +74,25 @@ async fn idp(keys: Vec<Jwk>) -> Idp {
     let addr = listener.local_addr().expect("addr");
     let set = Arc::new(Mutex::new(JwkSet { keys }));
     let hits = Arc::new(AtomicUsize::new(0));
-    let (s, h) = (set.clone(), hits.clone());
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, h, d) = (set.clone(), hits.clone(), down.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 break;
             };
-            let (s, h) = (s.clone(), h.clone());
+            let (s, h, d) = (s.clone(), h.clone(), d.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |_req| {
                     h.fetch_add(1, Ordering::SeqCst);
                     let body = serde_json::to_vec(&*s.lock().expect("lock")).expect("json");
+                    let failing = d.load(Ordering::SeqCst);
                     async move {
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                            body,
-                        ))))
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        if failing {
+                            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -100,6 +105,7 @@ async fn idp(keys: Vec<Jwk>) -> Idp {
         url: format!("http://{addr}/.well-known/jwks.json"),
         set,
         hits,
+        down,
     }
 }
 
@@ -210,6 +216,30 @@ async fn a_flood_of_unknown_kids_makes_at_most_one_fetch_per_interval() {
         1,
         "no fetch within the interval"
     );
-    // HMAC is never accepted from a URL.
+    // HMAC is never accepted from a URL, nor plain http beyond loopback.
     assert!(Jwks::new(&idp.url, &[Alg::HS256]).is_err());
+    assert!(Jwks::new("http://idp.example.com/jwks.json", &[Alg::RS256]).is_err());
+    assert!(Jwks::new("https://idp.example.com/jwks.json", &[Alg::RS256]).is_ok());
+}
+
+#[tokio::test]
+async fn an_identity_provider_that_is_down_does_not_lock_out_known_keys() {
+    let idp = idp(vec![jwk("ec_private", Alg::ES256, "e1")]).await;
+    let jwks = Jwks::new(&idp.url, &[Alg::ES256])
+        .expect("jwks")
+        .ttl(Duration::from_millis(100))
+        .min_refresh_interval(Duration::from_millis(50));
+    let auth = AuthLayer::jwt(vec![JwtIssuer::new(ISS, &[AUD]).jwks(jwks)]).jwt_cache_capacity(0);
+    assert_eq!(
+        call(&auth, &token("ec_private", Alg::ES256, "e1")).await.0,
+        StatusCode::OK
+    );
+    idp.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The keys are stale and the refetch fails: the last good keys still answer.
+    assert_eq!(
+        call(&auth, &token("ec_private", Alg::ES256, "e1")).await.0,
+        StatusCode::OK
+    );
+    assert!(idp.hits.load(Ordering::SeqCst) >= 2, "a refetch was tried");
 }

@@ -246,6 +246,15 @@ async fn an_agent_acts_for_its_person_and_never_gains_a_scope() {
         "narrowed to the agent's"
     );
 
+    c["act"] = json!({"sub": "agent:release-bot", "scope": ""});
+    let (status, _, failure, _) = call(&layer, &sign(Alg::ES256, "ec-1", &c)).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an empty agent scope would read as no limits"
+    );
+    assert_eq!(failure, Some(AuthFailure("agent_scope_exceeds_person")));
+
     c["act"] = json!({"sub": "agent:release-bot", "scope": "messages admin"});
     let (status, p, failure, body) = call(&layer, &sign(Alg::ES256, "ec-1", &c)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);

@@ -233,9 +233,10 @@ struct Shared {
 ///   `x-should-retry`, `anthropic-ratelimit-*` and the other `anthropic-*` headers
 ///   (except `anthropic-organization-id`, which names the gateway's vendor account).
 /// - Upstream errors become [`AiError`]s with the upstream's status, `type`, message,
-///   `request_id` and `retry-after`, except 401: it refuses the gateway's vendor key,
-///   never the caller's credential, and becomes 502 `api_error` saying so (the upstream's
-///   answer goes to the log, its `request_id` is kept); an `event: error` in a stream ends it with that
+///   `request_id` and `retry-after`, except 401 and 403: the vendor refused the
+///   gateway's own key (the caller's credential never reaches it), so they become 502
+///   `api_error` saying so (the upstream's answer goes to the log, its `request_id` is
+///   kept); an `event: error` in a stream ends it with that
 ///   error; no answer within the first-byte timeout is `upstream_timeout` (504); a
 ///   stream silent for the idle timeout ends with `upstream_timeout`; a refused or
 ///   broken connection is `api_error` (502).
@@ -456,7 +457,7 @@ impl AnthropicProvider {
         // The error envelope is an `ErrorEvent` (`{"type":"error","error":{..}}`) whose
         // `request_id` lands in `extra`.
         let parsed = serde_json::from_slice::<ErrorEvent>(&bytes).ok();
-        if status == StatusCode::UNAUTHORIZED {
+        if matches!(status.as_u16(), 401 | 403) {
             // The gateway's own vendor key was refused: that is not the caller's
             // credential (which never reaches the vendor), so it must not look like it.
             tracing::warn!(
@@ -471,8 +472,11 @@ impl AnthropicProvider {
                 .and_then(ai_core::wire::RawJson::as_string);
             return AiError::new(
                 ErrorKind::UpstreamUnavailable,
-                "the upstream refused the gateway's own credentials (http 401); \
-                 the gateway's operator must fix its vendor key",
+                format!(
+                    "the upstream refused the gateway's own credentials (http {}); \
+                     the gateway's operator must fix its vendor key",
+                    status.as_u16()
+                ),
             )
             .with_request_id(request_id);
         }
