@@ -119,7 +119,7 @@ pub struct IssuerSection {
     /// Claim names for the principal (`subject`, `tenant`, `team`, `tier`, `scopes`,
     /// `models`). Defaults: `sub`, `tenant_id`, none, none, `scope`, none.
     #[serde(default)]
-    pub claims: ClaimsSection,
+    pub claims: ClaimMap,
 }
 
 /// A static public key of an issuer.
@@ -134,39 +134,6 @@ pub struct StaticKeySection {
     pub algorithm: String,
     /// The PEM file of the public key, relative to the configuration file.
     pub pem_file: PathBuf,
-}
-
-/// `[auth.issuers.claims]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct ClaimsSection {
-    /// Default `sub`.
-    pub subject: String,
-    /// Default `tenant_id`.
-    pub tenant: Option<String>,
-    /// Default none.
-    pub team: Option<String>,
-    /// Default none.
-    pub tier: Option<String>,
-    /// A space-separated string or a list. Default `scope`.
-    pub scopes: Option<String>,
-    /// A list of allowed models. Default none (every model).
-    pub models: Option<String>,
-}
-
-impl Default for ClaimsSection {
-    fn default() -> Self {
-        let d = ClaimMap::default();
-        ClaimsSection {
-            subject: d.subject,
-            tenant: d.tenant,
-            team: d.team,
-            tier: d.tier,
-            scopes: d.scopes,
-            models: d.models,
-        }
-    }
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -221,14 +188,7 @@ impl IssuerSection {
         }
         let mut issuer = JwtIssuer::new(self.issuer.clone(), &audiences)
             .leeway(self.leeway)
-            .claims(ClaimMap {
-                subject: self.claims.subject.clone(),
-                tenant: self.claims.tenant.clone(),
-                team: self.claims.team.clone(),
-                tier: self.claims.tier.clone(),
-                scopes: self.claims.scopes.clone(),
-                models: self.claims.models.clone(),
-            });
+            .claims(self.claims.clone());
         for k in &self.keys {
             let alg = algorithm(&k.algorithm)?;
             let pem = std::fs::read(&k.pem_file).map_err(|e| {

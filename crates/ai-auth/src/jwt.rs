@@ -36,8 +36,10 @@ const MAX_CACHE_SECS: u64 = 300;
 /// Default number of verified tokens kept in the cache.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
-/// Where each part of the [`Principal`] comes from in the token's claims.
-#[derive(Clone, Debug)]
+/// Where each part of the [`Principal`] comes from in the token's claims (also the
+/// `[auth.issuers.claims]` table of the example gateway's configuration).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ClaimMap {
     /// The subject claim. Default `sub`.
     pub subject: String,
