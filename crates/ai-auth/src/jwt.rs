@@ -18,7 +18,6 @@
 
 use ai_core::{AllowedModels, Principal};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use ring::digest;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -503,10 +502,7 @@ impl From<Reason> for Needs {
 }
 
 fn token_digest(token: &str) -> [u8; 32] {
-    let d = digest::digest(&digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    crate::key::sha256(token.as_bytes())
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// SHA-256 of `bytes` (token cache keys, key-file versions).
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
 /// The prefix of every gateway key.
 pub const KEY_PREFIX: &str = "gwk_";
 const ID_LEN: usize = 16;

@@ -139,10 +139,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 type Version = [u8; 32];
 
 fn version(text: &str) -> Version {
-    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    crate::key::sha256(text.as_bytes())
 }
 
 /// Reads the file whole, and only when it is not being written: the modification time
