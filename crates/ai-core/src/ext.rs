@@ -141,24 +141,177 @@ pub enum DataClass {
     Restricted,
 }
 
+/// A kind of sensitive data, as the seeds' policies and audit records name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DataCategory {
+    /// Personal data (names, emails, phone numbers, addresses, national ids).
+    Pii,
+    /// Protected health information.
+    Phi,
+    /// Payment card data.
+    Pci,
+    /// Secrets in general (private keys, connection strings).
+    Secret,
+    /// Credentials (API keys, passwords, tokens).
+    Credential,
+}
+
+impl DataCategory {
+    /// Every category, in the order [`DataCategories`] prints them.
+    pub const ALL: [DataCategory; 5] = [
+        DataCategory::Pii,
+        DataCategory::Phi,
+        DataCategory::Pci,
+        DataCategory::Secret,
+        DataCategory::Credential,
+    ];
+
+    /// The lower-case name used in records and configuration (`pii`, `phi`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataCategory::Pii => "pii",
+            DataCategory::Phi => "phi",
+            DataCategory::Pci => "pci",
+            DataCategory::Secret => "secret",
+            DataCategory::Credential => "credential",
+        }
+    }
+
+    /// The category a name denotes.
+    pub fn from_name(name: &str) -> Option<Self> {
+        DataCategory::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of [`DataCategory`]s. Prints as the names joined by `+` in a fixed order, or
+/// `none` (the form audit records use: `"phi"`, `"pii+pci"`, `"none"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DataCategories(u8);
+
+impl DataCategories {
+    /// The empty set.
+    pub const NONE: DataCategories = DataCategories(0);
+
+    /// Adds a category.
+    pub fn insert(&mut self, c: DataCategory) {
+        self.0 |= c.bit();
+    }
+
+    /// This set with `c` added.
+    pub fn with(mut self, c: DataCategory) -> Self {
+        self.insert(c);
+        self
+    }
+
+    /// Whether `c` is in the set.
+    pub fn contains(self, c: DataCategory) -> bool {
+        self.0 & c.bit() != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Both sets together.
+    pub fn union(self, other: DataCategories) -> Self {
+        DataCategories(self.0 | other.0)
+    }
+
+    /// The categories, in [`DataCategory::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = DataCategory> {
+        DataCategory::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
+    }
+}
+
+impl FromIterator<DataCategory> for DataCategories {
+    fn from_iter<I: IntoIterator<Item = DataCategory>>(iter: I) -> Self {
+        let mut s = DataCategories::NONE;
+        for c in iter {
+            s.insert(c);
+        }
+        s
+    }
+}
+
+impl fmt::Display for DataCategories {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, c) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str("+")?;
+            }
+            f.write_str(c.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// What one part of a request carries: its level and the categories found in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ComponentClass {
+    /// The level (drives destination policy).
+    pub level: DataClass,
+    /// The categories found.
+    pub categories: DataCategories,
+}
+
+impl ComponentClass {
+    /// Both together: the higher level, every category.
+    pub fn join(self, other: ComponentClass) -> Self {
+        ComponentClass {
+            level: self.level.max(other.level),
+            categories: self.categories.union(other.categories),
+        }
+    }
+}
+
 /// The data class of each part of a request, set by the redaction layer and read by
-/// routing (destination policy) and audit.
+/// routing (destination policy) and audit. The system prompt is kept apart from the
+/// messages: a leaky system prompt and a user pasting data need different remedies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DataClassification {
     /// The system prompt.
-    pub system: DataClass,
+    pub system: ComponentClass,
     /// The messages.
-    pub messages: DataClass,
+    pub messages: ComponentClass,
     /// Tool definitions.
-    pub tools: DataClass,
+    pub tools: ComponentClass,
 }
 
 impl DataClassification {
-    /// The class of the whole request: the highest of its parts.
-    pub fn overall(&self) -> DataClass {
-        self.system.max(self.messages).max(self.tools)
+    /// The class of the whole request: the highest level of its parts and all their
+    /// categories.
+    pub fn overall(&self) -> ComponentClass {
+        self.system.join(self.messages).join(self.tools)
     }
 }
+
+/// The API surface a request came in on (request extension, set by the edge codec of a
+/// surface other than Anthropic's; absent means `anthropic`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Surface(pub &'static str);
+
+impl Surface {
+    /// The Anthropic Messages API.
+    pub const ANTHROPIC: Surface = Surface("anthropic");
+    /// The OpenAI Chat Completions API.
+    pub const OPENAI: Surface = Surface("openai");
+}
+
+/// The address of the client that opened the connection (request extension, set by the
+/// server). Used to aggregate unauthenticated traffic per source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub std::net::SocketAddr);
 
 /// Where the router decided to send a request (request extension, one per attempt).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,6 +434,136 @@ impl Verdicts {
     }
 }
 
+/// One upstream call made for a request (a retry or a fallback is another attempt).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// Provider name, e.g. `anthropic`.
+    pub provider: Arc<str>,
+    /// Model asked of that provider.
+    pub model: Arc<str>,
+    /// The upstream's HTTP status, when one came back.
+    pub status: Option<u16>,
+}
+
+/// The standard system prompt routing put in front of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptTemplate {
+    /// Template id.
+    pub id: Arc<str>,
+    /// Template version.
+    pub version: Arc<str>,
+}
+
+/// An amount of money in billionths of a US dollar (token prices are fractions of a
+/// micro-dollar, so integers of a coarser unit would round them away).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cost {
+    /// Nano-dollars.
+    pub nano_usd: u64,
+}
+
+impl Cost {
+    /// The amount in dollars (for display and metrics, not for sums).
+    pub fn usd(self) -> f64 {
+        self.nano_usd as f64 / 1e9
+    }
+}
+
+/// What the inner layers found out about one request, for an outer layer that reports on
+/// it after the response (audit, metrics). The outer layer inserts it into the request
+/// extensions and keeps a clone; inner layers that find it add to it. Request extensions
+/// do not travel back on the response, and an error has no extensions at all: this shared
+/// report is how those facts reach the outside in every case.
+///
+/// Inner layers only add; nothing here is a policy decision.
+#[derive(Clone, Debug, Default)]
+pub struct CallReport(Arc<Mutex<ReportData>>);
+
+/// The facts in a [`CallReport`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ReportData {
+    /// The data class of each part of the request.
+    pub classification: Option<DataClassification>,
+    /// Redactions made, per category.
+    pub redactions: Vec<(DataCategory, u32)>,
+    /// Upstream calls, in order.
+    pub attempts: Vec<Attempt>,
+    /// The system-prompt template routing injected.
+    pub template: Option<PromptTemplate>,
+    /// The cost of the call as billed.
+    pub cost: Option<Cost>,
+    /// Policy decisions about tool calls, by `tool_use` id.
+    pub tool_decisions: Vec<(Arc<str>, Arc<str>)>,
+    /// The request as it left the redaction layer (for an opt-in capture that must never
+    /// hold unredacted text).
+    pub redacted_request: Option<Arc<crate::MessagesRequest>>,
+}
+
+impl CallReport {
+    fn with<R>(&self, f: impl FnOnce(&mut ReportData) -> R) -> Option<R> {
+        self.0.lock().ok().map(|mut d| f(&mut d))
+    }
+
+    /// Sets the data classification.
+    pub fn set_classification(&self, c: DataClassification) {
+        self.with(|d| d.classification = Some(c));
+    }
+
+    /// Adds `n` redactions of category `c`.
+    pub fn add_redactions(&self, c: DataCategory, n: u32) {
+        self.with(|d| match d.redactions.iter_mut().find(|(k, _)| *k == c) {
+            Some((_, m)) => *m = m.saturating_add(n),
+            None => d.redactions.push((c, n)),
+        });
+    }
+
+    /// Records an upstream call.
+    pub fn push_attempt(&self, a: Attempt) {
+        self.with(|d| d.attempts.push(a));
+    }
+
+    /// Sets the injected system-prompt template.
+    pub fn set_template(&self, t: PromptTemplate) {
+        self.with(|d| d.template = Some(t));
+    }
+
+    /// Adds to the cost of the call.
+    pub fn add_cost(&self, c: Cost) {
+        self.with(|d| {
+            let prev = d.cost.unwrap_or_default();
+            d.cost = Some(Cost {
+                nano_usd: prev.nano_usd.saturating_add(c.nano_usd),
+            });
+        });
+    }
+
+    /// Records the decision about one tool call (`pass`, `block`, `redact`, ...).
+    pub fn set_tool_decision(
+        &self,
+        tool_use_id: impl Into<Arc<str>>,
+        decision: impl Into<Arc<str>>,
+    ) {
+        let (id, decision) = (tool_use_id.into(), decision.into());
+        self.with(
+            |d| match d.tool_decisions.iter_mut().find(|(k, _)| *k == id) {
+                Some((_, v)) => *v = decision,
+                None => d.tool_decisions.push((id, decision)),
+            },
+        );
+    }
+
+    /// Keeps the redacted request.
+    pub fn set_redacted_request(&self, r: Arc<crate::MessagesRequest>) {
+        self.with(|d| d.redacted_request = Some(r));
+    }
+
+    /// A copy of the facts so far.
+    pub fn snapshot(&self) -> ReportData {
+        self.with(|d| d.clone()).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -312,12 +595,55 @@ mod tests {
 
     #[test]
     fn data_class_of_request_is_max_of_parts() {
+        let phi = DataCategories::NONE.with(DataCategory::Phi);
         let c = DataClassification {
-            system: DataClass::Internal,
-            messages: DataClass::Restricted,
-            tools: DataClass::Public,
+            system: ComponentClass {
+                level: DataClass::Internal,
+                categories: phi,
+            },
+            messages: ComponentClass {
+                level: DataClass::Restricted,
+                categories: DataCategories::NONE.with(DataCategory::Pii),
+            },
+            tools: ComponentClass::default(),
         };
-        assert_eq!(c.overall(), DataClass::Restricted);
+        assert_eq!(c.overall().level, DataClass::Restricted);
+        assert_eq!(c.overall().categories.to_string(), "pii+phi");
+        assert_eq!(c.system.categories.to_string(), "phi");
+        assert_eq!(c.tools.categories.to_string(), "none");
+    }
+
+    #[test]
+    fn category_names_round_trip() {
+        for c in DataCategory::ALL {
+            assert_eq!(DataCategory::from_name(c.as_str()), Some(c));
+        }
+        assert_eq!(DataCategory::from_name("PHI"), None);
+        let all: DataCategories = DataCategory::ALL.into_iter().collect();
+        assert_eq!(all.to_string(), "pii+phi+pci+secret+credential");
+    }
+
+    #[test]
+    fn call_report_collects_facts_from_clones() {
+        let r = CallReport::default();
+        let inner = r.clone();
+        inner.add_redactions(DataCategory::Pii, 2);
+        inner.add_redactions(DataCategory::Pii, 3);
+        inner.add_cost(Cost { nano_usd: 5 });
+        inner.add_cost(Cost { nano_usd: 7 });
+        inner.set_tool_decision("toolu_1", "pass");
+        inner.set_tool_decision("toolu_1", "block");
+        inner.push_attempt(Attempt {
+            provider: "anthropic".into(),
+            model: "m".into(),
+            status: Some(529),
+        });
+        let d = r.snapshot();
+        assert_eq!(d.redactions, vec![(DataCategory::Pii, 5)]);
+        assert_eq!(d.cost, Some(Cost { nano_usd: 12 }));
+        assert_eq!(d.tool_decisions.len(), 1);
+        assert_eq!(&*d.tool_decisions[0].1, "block");
+        assert_eq!(d.attempts[0].status, Some(529));
     }
 
     #[test]

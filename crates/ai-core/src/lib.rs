@@ -11,6 +11,7 @@
 //! - the completion hook ([`AiBody::on_complete`], [`CompletionFuture`]): one call when a
 //!   response is over, for messages, streams that end or fail, and client drops;
 //! - SSE framing ([`sse`]): an incremental parser and an encoder;
+//! - a local token estimate ([`tokens`]);
 //! - the edge codec [`MessagesCodecLayer`]: HTTP bytes to typed and back.
 //!
 //! # Example
@@ -67,14 +68,17 @@ pub mod ext;
 pub mod sse;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
+pub mod tokens;
 pub mod wire;
 
 pub use body::{AiBody, Completion, CompletionFuture, EventStream, Outcome};
 pub use codec::{CodecBody, MessagesCodec, MessagesCodecLayer};
 pub use error::{AiError, ErrorKind};
 pub use ext::{
-    AllowedModels, AuthFailure, DataClass, DataClassification, Endpoint, Principal, RequestId,
-    RequestedModel, Route, Served, Timings, Verdict, Verdicts, Workload,
+    AllowedModels, Attempt, AuthFailure, CallReport, ClientAddr, ComponentClass, Cost,
+    DataCategories, DataCategory, DataClass, DataClassification, Endpoint, Principal,
+    PromptTemplate, ReportData, RequestId, RequestedModel, Route, Served, Surface, Timings,
+    Verdict, Verdicts, Workload,
 };
 pub use wire::{
     Content, ContentBlock, Delta, Message, MessagesRequest, MessagesResponse, Role, StreamEvent,

@@ -4,7 +4,8 @@
 use ai_core::sse::BodyEvents;
 use ai_core::wire::ErrorEvent;
 use ai_core::{
-    AiBody, AiError, Endpoint, ErrorKind, MessagesRequest, MessagesResponse, Served, Timings,
+    AiBody, AiError, Attempt, CallReport, Endpoint, ErrorKind, MessagesRequest, MessagesResponse,
+    Served, Timings,
 };
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -353,11 +354,22 @@ impl AnthropicProvider {
             .cloned()
             .unwrap_or(Endpoint::Messages);
         let timings = req.extensions().get::<Timings>().cloned();
+        let report = req.extensions().get::<CallReport>().cloned();
+        let attempt = |status: Option<StatusCode>| {
+            if let Some(r) = &report {
+                r.push_attempt(Attempt {
+                    provider: Arc::from("anthropic"),
+                    model: Arc::from(req.body().model.as_str()),
+                    status: status.map(|s| s.as_u16()),
+                });
+            }
+        };
         let up = self.upstream_request(&req, &endpoint)?;
         let s = &self.shared;
         let call = self.client.clone().oneshot(up);
         let resp = match tokio::time::timeout(s.first_byte_timeout, call).await {
             Err(_) => {
+                attempt(None);
                 return Err(AiError::new(
                     ErrorKind::UpstreamTimeout,
                     format!(
@@ -368,6 +380,7 @@ impl AnthropicProvider {
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
+                attempt(None);
                 let msg = if e.is_connect() {
                     "could not connect to the upstream"
                 } else {
@@ -380,6 +393,7 @@ impl AnthropicProvider {
         if let Some(t) = &timings {
             t.mark_first_byte();
         }
+        attempt(Some(resp.status()));
         let (parts, body) = resp.into_parts();
         let headers = pass_through(&parts.headers);
         if !parts.status.is_success() {

@@ -157,6 +157,13 @@ fn answer(req: &Request<MessagesRequest>, delay: Duration) -> Response<AiBody> {
     } else {
         &req.body().model
     };
+    if let Some(r) = req.extensions().get::<ai_core::CallReport>() {
+        r.push_attempt(ai_core::Attempt {
+            provider: Arc::from("demo"),
+            model: Arc::from(model),
+            status: Some(200),
+        });
+    }
     let body = match endpoint {
         Endpoint::CountTokens => {
             AiBody::Json(serde_json::json!({ "input_tokens": estimate_tokens(req.body()) }))

@@ -1,0 +1,860 @@
+//! The audit record: schema version 1, documented field by field in `docs/ai-audit.md`.
+//!
+//! A record holds no prompt or completion text: hashes (`sha256:<hex>`), counts, data
+//! classes and decisions. The opt-in `capture` holds the request only as the redaction
+//! layer left it, never the raw one.
+
+use crate::hash::{Hasher, canonical_hash, sha256, tagged};
+use ai_core::wire::{Content, ContentBlock, MessagesRequest, Role};
+use ai_core::{
+    CallReport, ClientAddr, Completion, DataClass, Endpoint, ErrorKind, Outcome, Principal,
+    ReportData, RequestId, Surface, Timings, Verdicts, Workload,
+};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+/// The record schema version (`v`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One audit record (a `"kind":"record"` line; the log adds `seq` and `prev`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditRecord {
+    /// Always `record`.
+    pub kind: String,
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u32,
+    /// Unique id of this record.
+    pub record_id: String,
+    /// The gateway's request id (`x-request-id`).
+    pub request_id: Option<String>,
+    /// When the request arrived (RFC 3339, UTC, microseconds).
+    pub started_at: String,
+    /// When the response was over.
+    pub ended_at: String,
+    /// Who called.
+    pub principal: Option<PrincipalRec>,
+    /// The API surface the caller used (`anthropic`, `openai`).
+    pub surface: String,
+    /// The operation (`messages`, `count_tokens`, `list_models`, `get_model`), when known.
+    pub endpoint: Option<String>,
+    /// The model the caller asked for.
+    pub requested_model: Option<String>,
+    /// Who answered.
+    pub served: Option<ServedRec>,
+    /// Every upstream call, in order (retries and fallbacks are further attempts).
+    pub attempts: Vec<AttemptRec>,
+    /// The workload named by the caller.
+    pub workload: Option<String>,
+    /// The standard system prompt routing injected.
+    pub system_prompt_template: Option<TemplateRec>,
+    /// Whether the caller asked for a stream.
+    pub stream: bool,
+    /// Tokens, counted here and as the upstream reported them.
+    pub tokens: TokensRec,
+    /// The cost as billed, in billionths of a dollar (set by the budget layer).
+    pub cost_nano_usd: Option<u64>,
+    /// Time from arrival to the end of the response, milliseconds.
+    pub latency_ms: f64,
+    /// Time to the first output token, milliseconds.
+    pub ttft_ms: Option<f64>,
+    /// How the call ended (see [`outcome`](crate::outcome)).
+    pub outcome: String,
+    /// The HTTP status the caller got.
+    pub status: u16,
+    /// The precise reason: an error type, an auth failure reason, a policy code.
+    pub reason: Option<String>,
+    /// The model's stop reason.
+    pub stop_reason: Option<String>,
+    /// SHA-256 of the canonical request (the request as parsed and forwarded).
+    pub prompt_hash: Option<String>,
+    /// SHA-256 of the cached prefix: tools, system and messages up to the last
+    /// `cache_control` breakpoint.
+    pub cache_prefix_hash: Option<String>,
+    /// SHA-256 of what follows the last breakpoint.
+    pub uncached_hash: Option<String>,
+    /// The categories of sensitive data in the request (`phi`, `pii+pci`, `none`).
+    pub data_class: Option<String>,
+    /// The same per part of the request.
+    pub data_class_components: Option<ComponentsRec>,
+    /// The level of the request (`public`, `internal`, `confidential`, `restricted`).
+    pub data_level: Option<String>,
+    /// Redactions made, per category.
+    pub redactions: BTreeMap<String, u32>,
+    /// Every layer's policy decisions.
+    pub verdicts: Vec<VerdictRec>,
+    /// Tool calls the model made in this response, and tool results the caller sent in
+    /// this request.
+    pub tool_invocations: Vec<ToolRec>,
+    /// The SHA-256 of each image or document block.
+    pub attachments: Vec<AttachmentRec>,
+    /// The client address (only on records of refused unauthenticated traffic).
+    pub source: Option<String>,
+    /// For an aggregate of refused unauthenticated traffic: how many and why.
+    pub aggregate: Option<AggregateRec>,
+    /// The request as the redaction layer left it (opt-in).
+    pub capture: Option<serde_json::Value>,
+}
+
+/// The caller.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrincipalRec {
+    /// Stable id of the caller.
+    pub subject: String,
+    /// Tenant.
+    pub tenant: Option<String>,
+    /// Team.
+    pub team: Option<String>,
+    /// Agent acting for the subject.
+    pub agent: Option<String>,
+}
+
+/// Who answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServedRec {
+    /// Provider name.
+    pub provider: String,
+    /// Model that answered.
+    pub model: String,
+}
+
+/// One upstream call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRec {
+    /// Provider.
+    pub provider: String,
+    /// Model asked.
+    pub model: String,
+    /// The upstream's status, when one came back.
+    pub status: Option<u16>,
+}
+
+/// An injected system-prompt template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TemplateRec {
+    /// Template id.
+    pub id: String,
+    /// Template version.
+    pub version: String,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokensRec {
+    /// Estimated here ([`ai_core::tokens`]): input from the request, output from the
+    /// text the model produced.
+    pub local: LocalTokens,
+    /// As the upstream reported them, when it did.
+    pub upstream: Option<UpstreamTokens>,
+}
+
+/// Locally estimated tokens.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LocalTokens {
+    /// Input.
+    pub input: u64,
+    /// Output.
+    pub output: u64,
+}
+
+/// Tokens as the upstream reported them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamTokens {
+    /// Uncached input.
+    pub input: u64,
+    /// Output.
+    pub output: u64,
+    /// Input written to the prompt cache.
+    pub cache_creation_input: u64,
+    /// Input read from the prompt cache.
+    pub cache_read_input: u64,
+}
+
+/// Data categories per part of the request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ComponentsRec {
+    /// The system prompt.
+    pub system: String,
+    /// The messages.
+    pub messages: String,
+    /// Tool definitions.
+    pub tools: String,
+}
+
+/// A policy decision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerdictRec {
+    /// The deciding layer.
+    pub layer: String,
+    /// The decision.
+    pub decision: String,
+}
+
+/// A tool call or a tool result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolRec {
+    /// The `tool_use` id that ties a call to its result.
+    pub tool_use_id: String,
+    /// The tool.
+    pub tool_name: Option<String>,
+    /// SHA-256 of the canonical arguments (keys sorted, no whitespace).
+    pub arguments_hash: Option<String>,
+    /// The policy decision (`pass` when no layer objected).
+    pub decision: String,
+    /// SHA-256 of the canonical result, on the record of the request that returned it.
+    pub result_hash: Option<String>,
+}
+
+/// An image or document block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentRec {
+    /// `image` or `document`.
+    pub block: String,
+    /// The source type: `base64` (hash of the decoded bytes), `url`, `file`, `text`.
+    pub source: String,
+    /// The media type, when given.
+    pub media_type: Option<String>,
+    /// SHA-256 of the data (or of the URL, file id or text).
+    pub sha256: String,
+}
+
+/// Refused unauthenticated traffic from one source beyond the configured rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AggregateRec {
+    /// Refusals in the window not recorded one by one.
+    pub count: u64,
+    /// Window start.
+    pub window_start: String,
+    /// Window end.
+    pub window_end: String,
+    /// Count per reason.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// Outcome codes (`outcome`).
+pub mod outcome {
+    /// The whole answer was delivered.
+    pub const COMPLETE: &str = "complete";
+    /// A stream ended without `message_stop`.
+    pub const INCOMPLETE: &str = "incomplete";
+    /// A policy cut the answer (`stop_reason: policy_block`, or a policy error mid-stream).
+    pub const POLICY_CUT: &str = "policy_cut";
+    /// The client went away before the end.
+    pub const CANCELLED: &str = "cancelled";
+    /// The upstream was overloaded (Anthropic's 529).
+    pub const UPSTREAM_OVERLOADED: &str = "upstream_overloaded";
+    /// The upstream failed or refused.
+    pub const UPSTREAM_ERROR: &str = "upstream_error";
+    /// The upstream (or the client) was too slow.
+    pub const TIMEOUT: &str = "timeout";
+    /// A gateway layer refused the request before any upstream call (rate limit, budget,
+    /// policy, permission, invalid input); `reason` says which.
+    pub const REJECTED: &str = "rejected";
+    /// Authentication failed; `reason` is the precise cause.
+    pub const AUTH_FAILED: &str = "auth_failed";
+    /// Refused unauthenticated requests from one source, aggregated.
+    pub const AUTH_FAILED_AGGREGATE: &str = "auth_failed_aggregate";
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// A fresh record id: `ar_` and 24 hex digits.
+pub(crate) fn record_id() -> String {
+    let id = RequestId::generate();
+    format!("ar_{}", id.as_str().trim_start_matches("gw_"))
+}
+
+/// What the layer knows when the request arrives; hashes are taken here, before the
+/// request moves on.
+#[derive(Debug)]
+pub(crate) struct RequestFacts {
+    pub(crate) request_id: Option<String>,
+    pub(crate) started: SystemTime,
+    pub(crate) start: Instant,
+    pub(crate) timings: Option<Timings>,
+    pub(crate) principal: Option<Principal>,
+    pub(crate) surface: &'static str,
+    pub(crate) endpoint: Option<&'static str>,
+    pub(crate) model: String,
+    pub(crate) workload: Option<String>,
+    pub(crate) stream: bool,
+    pub(crate) local_input: u64,
+    pub(crate) prompt_hash: String,
+    pub(crate) cache_prefix_hash: Option<String>,
+    pub(crate) uncached_hash: Option<String>,
+    pub(crate) tool_results: Vec<ToolRec>,
+    pub(crate) attachments: Vec<AttachmentRec>,
+}
+
+pub(crate) fn endpoint_name(e: &Endpoint) -> &'static str {
+    match e {
+        Endpoint::Messages => "messages",
+        Endpoint::CountTokens => "count_tokens",
+        Endpoint::ListModels => "list_models",
+        Endpoint::GetModel(_) => "get_model",
+        _ => "other",
+    }
+}
+
+impl RequestFacts {
+    pub(crate) fn capture(req: &http::Request<MessagesRequest>) -> Self {
+        let ext = req.extensions();
+        let body = req.body();
+        let timings = ext.get::<Timings>().cloned();
+        let start = timings.as_ref().map_or_else(Instant::now, Timings::start);
+        let started = SystemTime::now()
+            .checked_sub(start.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        let endpoint = ext.get::<Endpoint>();
+        let is_messages = matches!(
+            endpoint,
+            None | Some(Endpoint::Messages | Endpoint::CountTokens)
+        );
+        let (prompt_hash, prefix) = if is_messages {
+            let bytes = serde_json::to_vec(body).unwrap_or_default();
+            (tagged(&sha256(&bytes)), cache_split(body))
+        } else {
+            (tagged(&sha256(req.uri().path().as_bytes())), None)
+        };
+        let (cache_prefix_hash, uncached_hash) = prefix.unzip();
+        RequestFacts {
+            request_id: ext.get::<RequestId>().map(|r| r.as_str().to_owned()),
+            started,
+            start,
+            timings,
+            principal: ext.get::<Principal>().cloned(),
+            surface: ext.get::<Surface>().map_or("anthropic", |s| s.0),
+            endpoint: endpoint.map(endpoint_name),
+            model: body.model.clone(),
+            workload: ext.get::<Workload>().map(|w| w.0.to_string()),
+            stream: body.is_stream(),
+            local_input: if is_messages {
+                ai_core::tokens::estimate_request(body)
+            } else {
+                0
+            },
+            prompt_hash,
+            cache_prefix_hash,
+            uncached_hash,
+            tool_results: tool_results(body),
+            attachments: attachments(body),
+        }
+    }
+}
+
+/// Splits the prompt at the last `cache_control` breakpoint, in the order the API caches
+/// it (tools, system, messages), and hashes both parts. `None` without a breakpoint.
+fn cache_split(req: &MessagesRequest) -> Option<(String, String)> {
+    // Each element of the prompt as JSON, and whether it carries a breakpoint.
+    let mut items: Vec<(Vec<u8>, bool)> = Vec::new();
+    for t in req.tools.iter().flatten() {
+        items.push((
+            serde_json::to_vec(t).unwrap_or_default(),
+            t.cache_control.is_some(),
+        ));
+    }
+    let blocks = |c: &Content, role: &[u8], items: &mut Vec<(Vec<u8>, bool)>| match c {
+        Content::Text(t) => {
+            let mut v = role.to_vec();
+            v.extend_from_slice(&serde_json::to_vec(t).unwrap_or_default());
+            items.push((v, false));
+        }
+        Content::Blocks(bs) => {
+            for b in bs {
+                let mut v = role.to_vec();
+                v.extend_from_slice(&serde_json::to_vec(b).unwrap_or_default());
+                items.push((v, has_breakpoint(b)));
+            }
+        }
+    };
+    if let Some(s) = &req.system {
+        blocks(s, b"system:", &mut items);
+    }
+    for m in &req.messages {
+        let role: &[u8] = match m.role {
+            Role::User => b"user:",
+            Role::Assistant => b"assistant:",
+        };
+        blocks(&m.content, role, &mut items);
+    }
+    let last = items.iter().rposition(|(_, bp)| *bp)?;
+    let mut prefix = Hasher::new();
+    let mut rest = Hasher::new();
+    for (i, (bytes, _)) in items.iter().enumerate() {
+        if i <= last {
+            prefix.item(bytes);
+        } else {
+            rest.item(bytes);
+        }
+    }
+    Some((tagged(&prefix.finish()), tagged(&rest.finish())))
+}
+
+fn has_breakpoint(b: &ContentBlock) -> bool {
+    match b {
+        ContentBlock::Text(t) => t.cache_control.is_some(),
+        ContentBlock::Image(i) => i.cache_control.is_some(),
+        ContentBlock::Document(d) => d.cache_control.is_some(),
+        ContentBlock::ToolUse(u) => u.cache_control.is_some(),
+        ContentBlock::ToolResult(r) => r.cache_control.is_some(),
+        ContentBlock::Other(o) => o.json().get().contains("\"cache_control\""),
+        _ => false,
+    }
+}
+
+/// The tool results in the last user message, each tied to the `tool_use` it answers
+/// (found in the assistant turns before it).
+fn tool_results(req: &MessagesRequest) -> Vec<ToolRec> {
+    let Some(last) = req.messages.last().filter(|m| m.role == Role::User) else {
+        return Vec::new();
+    };
+    let Content::Blocks(blocks) = &last.content else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for b in blocks {
+        let ContentBlock::ToolResult(r) = b else {
+            continue;
+        };
+        let call = req.messages.iter().rev().find_map(|m| match &m.content {
+            Content::Blocks(bs) if m.role == Role::Assistant => bs.iter().find_map(|b| match b {
+                ContentBlock::ToolUse(u) if u.id == r.tool_use_id => Some(u),
+                _ => None,
+            }),
+            _ => None,
+        });
+        let result = r
+            .content
+            .as_ref()
+            .and_then(|c| serde_json::to_string(c).ok())
+            .unwrap_or_else(|| "null".to_owned());
+        out.push(ToolRec {
+            tool_use_id: r.tool_use_id.clone(),
+            tool_name: call.map(|u| u.name.clone()),
+            arguments_hash: call.map(|u| canonical_hash(u.input.get())),
+            decision: String::new(),
+            result_hash: Some(canonical_hash(&result)),
+        });
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct Source<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    media_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    url: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    file_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn attachment(block: &str, source: &ai_core::wire::RawJson) -> AttachmentRec {
+    let parsed: Option<Source<'_>> = source.parse().ok();
+    let (kind, media_type, digest) = match parsed {
+        Some(s) => {
+            let kind = s.kind.as_deref().unwrap_or("unknown").to_owned();
+            let digest = if let (Some(data), "base64") = (&s.data, kind.as_str()) {
+                match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
+                    Ok(bytes) => sha256(&bytes),
+                    Err(_) => sha256(data.as_bytes()),
+                }
+            } else if let Some(d) = s
+                .data
+                .as_deref()
+                .or(s.url.as_deref())
+                .or(s.file_id.as_deref())
+            {
+                sha256(d.as_bytes())
+            } else {
+                sha256(source.get().as_bytes())
+            };
+            (kind, s.media_type.map(|m| m.into_owned()), digest)
+        }
+        None => ("unknown".to_owned(), None, sha256(source.get().as_bytes())),
+    };
+    AttachmentRec {
+        block: block.to_owned(),
+        source: kind,
+        media_type,
+        sha256: tagged(&digest),
+    }
+}
+
+fn attachments(req: &MessagesRequest) -> Vec<AttachmentRec> {
+    let mut out = Vec::new();
+    let mut visit = |c: &Content| {
+        if let Content::Blocks(bs) = c {
+            for b in bs {
+                match b {
+                    ContentBlock::Image(i) => out.push(attachment("image", &i.source)),
+                    ContentBlock::Document(d) => out.push(attachment("document", &d.source)),
+                    _ => {}
+                }
+            }
+        }
+    };
+    if let Some(s) = &req.system {
+        visit(s);
+    }
+    for m in &req.messages {
+        visit(&m.content);
+    }
+    out
+}
+
+/// What the layer saw of the response.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    pub(crate) stream: bool,
+    pub(crate) status: Option<u16>,
+    pub(crate) served: Option<ServedRec>,
+    pub(crate) output_bytes: u64,
+    pub(crate) tool_calls: Vec<ToolRec>,
+    /// Arguments of tool calls still streaming: (block index, partial JSON).
+    pub(crate) partial: Vec<(u32, String)>,
+}
+
+/// Most bytes of streamed tool arguments kept per call for hashing.
+const MAX_TOOL_ARGS: usize = 1 << 20;
+
+impl Observed {
+    pub(crate) fn message(&mut self, m: &ai_core::MessagesResponse) {
+        for b in &m.content {
+            match b {
+                ContentBlock::Text(t) => self.output_bytes += t.text.len() as u64,
+                ContentBlock::Thinking(t) => self.output_bytes += t.thinking.len() as u64,
+                ContentBlock::ToolUse(u) => self.tool_calls.push(ToolRec {
+                    tool_use_id: u.id.clone(),
+                    tool_name: Some(u.name.clone()),
+                    arguments_hash: Some(canonical_hash(u.input.get())),
+                    decision: String::new(),
+                    result_hash: None,
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn event(&mut self, ev: &ai_core::StreamEvent) {
+        use ai_core::StreamEvent as E;
+        use ai_core::wire::Delta;
+        match ev {
+            E::ContentBlockStart(s) => {
+                if let ContentBlock::ToolUse(u) = &*s.content_block {
+                    self.tool_calls.push(ToolRec {
+                        tool_use_id: u.id.clone(),
+                        tool_name: Some(u.name.clone()),
+                        arguments_hash: None,
+                        decision: String::new(),
+                        result_hash: None,
+                    });
+                    self.partial.push((s.index, String::new()));
+                }
+            }
+            E::ContentBlockDelta(d) => match &d.delta {
+                Delta::Text(t) => self.output_bytes += t.text.len() as u64,
+                Delta::Thinking(t) => self.output_bytes += t.thinking.len() as u64,
+                Delta::InputJson(j) => {
+                    self.output_bytes += j.partial_json.len() as u64;
+                    if let Some((_, buf)) = self.partial.iter_mut().find(|(i, _)| *i == d.index) {
+                        if buf.len() + j.partial_json.len() <= MAX_TOOL_ARGS {
+                            buf.push_str(&j.partial_json);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            E::ContentBlockStop(s) => {
+                if let Some(pos) = self.partial.iter().position(|(i, _)| *i == s.index) {
+                    let (_, args) = self.partial.swap_remove(pos);
+                    self.close_call(&args);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn close_call(&mut self, args: &str) {
+        let args = if args.trim().is_empty() { "{}" } else { args };
+        if let Some(call) = self
+            .tool_calls
+            .iter_mut()
+            .rev()
+            .find(|c| c.arguments_hash.is_none())
+        {
+            call.arguments_hash = Some(canonical_hash(args));
+        }
+    }
+
+    /// Arguments of calls cut mid-stream are hashed as far as they came.
+    fn finish_partial(&mut self) {
+        for (_, args) in std::mem::take(&mut self.partial) {
+            self.close_call(&args);
+        }
+    }
+}
+
+/// The outcome and reason of a finished call.
+pub(crate) fn classify(c: &Completion, report: &ReportData) -> (&'static str, Option<String>) {
+    match c.outcome {
+        Outcome::Complete if c.stop_reason.as_deref() == Some("policy_block") => {
+            (outcome::POLICY_CUT, Some("stop:policy_block".to_owned()))
+        }
+        Outcome::Complete => (outcome::COMPLETE, None),
+        Outcome::Incomplete => (outcome::INCOMPLETE, None),
+        Outcome::Cancelled => (outcome::CANCELLED, None),
+        Outcome::Failed(kind) => {
+            let reason = c
+                .error
+                .as_ref()
+                .map(|e| e.error_type().to_owned())
+                .unwrap_or_else(|| kind.error_type().to_owned());
+            let o = match kind {
+                ErrorKind::Overloaded => outcome::UPSTREAM_OVERLOADED,
+                ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => outcome::TIMEOUT,
+                ErrorKind::PolicyBlock if c.events > 0 => outcome::POLICY_CUT,
+                ErrorKind::Authentication => outcome::AUTH_FAILED,
+                _ if report.attempts.is_empty() || kind == ErrorKind::PolicyBlock => {
+                    outcome::REJECTED
+                }
+                _ => outcome::UPSTREAM_ERROR,
+            };
+            (o, Some(reason))
+        }
+        _ => (outcome::UPSTREAM_ERROR, None),
+    }
+}
+
+fn level_name(l: DataClass) -> &'static str {
+    match l {
+        DataClass::Public => "public",
+        DataClass::Internal => "internal",
+        DataClass::Confidential => "confidential",
+        DataClass::Restricted => "restricted",
+    }
+}
+
+/// Everything the record needs at the end.
+pub(crate) struct Finish<'a> {
+    pub(crate) completion: &'a Completion,
+    pub(crate) report: &'a CallReport,
+    pub(crate) verdicts: &'a Verdicts,
+    pub(crate) observed: &'a mut Observed,
+    pub(crate) capture: bool,
+}
+
+impl RequestFacts {
+    pub(crate) fn finish(self, f: Finish<'_>) -> AuditRecord {
+        let c = f.completion;
+        let report = f.report.snapshot();
+        f.observed.finish_partial();
+        let (outcome, reason) = classify(c, &report);
+        let status = match c.outcome {
+            Outcome::Failed(_) => c.error.as_ref().map_or(500, |e| e.status().as_u16()),
+            Outcome::Cancelled => f.observed.status.unwrap_or(499),
+            _ => f.observed.status.unwrap_or(200),
+        };
+        let decision = |id: &str| {
+            report
+                .tool_decisions
+                .iter()
+                .find(|(k, _)| &**k == id)
+                .map_or_else(|| "pass".to_owned(), |(_, d)| d.to_string())
+        };
+        let mut tools = self.tool_results;
+        tools.append(&mut f.observed.tool_calls);
+        for t in &mut tools {
+            t.decision = decision(&t.tool_use_id);
+        }
+        let u = &c.usage;
+        let upstream =
+            (u.input_tokens.is_some() || u.output_tokens.is_some()).then(|| UpstreamTokens {
+                input: u.input_tokens.unwrap_or(0),
+                output: u.output_tokens.unwrap_or(0),
+                cache_creation_input: u.cache_creation_input_tokens.unwrap_or(0),
+                cache_read_input: u.cache_read_input_tokens.unwrap_or(0),
+            });
+        let served = f.observed.served.take().or_else(|| {
+            report
+                .attempts
+                .last()
+                .filter(|a| a.status.is_some_and(|s| s < 400))
+                .map(|a| ServedRec {
+                    provider: a.provider.to_string(),
+                    model: c.model.clone().unwrap_or_else(|| a.model.to_string()),
+                })
+        });
+        let ttft = self
+            .timings
+            .as_ref()
+            .and_then(Timings::first_token)
+            .map(|d| d.as_secs_f64() * 1e3);
+        let class = report.classification;
+        let capture = if f.capture {
+            report
+                .redacted_request
+                .as_ref()
+                .and_then(|r| serde_json::to_value(&**r).ok())
+        } else {
+            None
+        };
+        AuditRecord {
+            kind: "record".to_owned(),
+            v: SCHEMA_VERSION,
+            record_id: record_id(),
+            request_id: self.request_id,
+            started_at: rfc3339(self.started),
+            ended_at: rfc3339(SystemTime::now()),
+            principal: self.principal.map(|p| PrincipalRec {
+                subject: p.subject.to_string(),
+                tenant: p.tenant.map(|s| s.to_string()),
+                team: p.team.map(|s| s.to_string()),
+                agent: p.agent.map(|s| s.to_string()),
+            }),
+            surface: self.surface.to_owned(),
+            endpoint: self.endpoint.map(str::to_owned),
+            requested_model: Some(self.model),
+            served,
+            attempts: report
+                .attempts
+                .iter()
+                .map(|a| AttemptRec {
+                    provider: a.provider.to_string(),
+                    model: a.model.to_string(),
+                    status: a.status,
+                })
+                .collect(),
+            workload: self.workload,
+            system_prompt_template: report.template.as_ref().map(|t| TemplateRec {
+                id: t.id.to_string(),
+                version: t.version.to_string(),
+            }),
+            stream: self.stream,
+            tokens: TokensRec {
+                local: LocalTokens {
+                    input: self.local_input,
+                    output: f.observed.output_bytes.div_ceil(4),
+                },
+                upstream,
+            },
+            cost_nano_usd: report.cost.map(|c| c.nano_usd),
+            latency_ms: self.start.elapsed().as_secs_f64() * 1e3,
+            ttft_ms: ttft,
+            outcome: outcome.to_owned(),
+            status,
+            reason,
+            stop_reason: c.stop_reason.clone(),
+            prompt_hash: Some(self.prompt_hash),
+            cache_prefix_hash: self.cache_prefix_hash,
+            uncached_hash: self.uncached_hash,
+            data_class: class.map(|c| c.overall().categories.to_string()),
+            data_class_components: class.map(|c| ComponentsRec {
+                system: c.system.categories.to_string(),
+                messages: c.messages.categories.to_string(),
+                tools: c.tools.categories.to_string(),
+            }),
+            data_level: class.map(|c| level_name(c.overall().level).to_owned()),
+            redactions: report
+                .redactions
+                .iter()
+                .map(|(k, n)| (k.as_str().to_owned(), *n))
+                .collect(),
+            verdicts: f
+                .verdicts
+                .snapshot()
+                .into_iter()
+                .map(|v| VerdictRec {
+                    layer: v.layer.to_owned(),
+                    decision: v.decision.to_string(),
+                })
+                .collect(),
+            tool_invocations: tools,
+            attachments: self.attachments,
+            source: None,
+            aggregate: None,
+            capture,
+        }
+    }
+}
+
+/// A record of a request the typed layer never saw (refused by authentication or by the
+/// edge codec), written by the edge layer.
+pub(crate) struct EdgeFacts {
+    pub(crate) request_id: Option<String>,
+    pub(crate) started: SystemTime,
+    pub(crate) start: Instant,
+    pub(crate) endpoint: Option<&'static str>,
+    pub(crate) source: Option<ClientAddr>,
+}
+
+impl EdgeFacts {
+    pub(crate) fn finish(self, status: u16, auth_failure: Option<&str>) -> AuditRecord {
+        let (outcome, reason) = match auth_failure {
+            Some(r) => (outcome::AUTH_FAILED, Some(r.to_owned())),
+            None => (
+                outcome::REJECTED,
+                Some(
+                    ErrorKind::from_status(
+                        http::StatusCode::from_u16(status)
+                            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+                    )
+                    .error_type()
+                    .to_owned(),
+                ),
+            ),
+        };
+        AuditRecord {
+            kind: "record".to_owned(),
+            v: SCHEMA_VERSION,
+            record_id: record_id(),
+            request_id: self.request_id,
+            started_at: rfc3339(self.started),
+            ended_at: rfc3339(SystemTime::now()),
+            surface: "anthropic".to_owned(),
+            endpoint: self.endpoint.map(str::to_owned),
+            latency_ms: self.start.elapsed().as_secs_f64() * 1e3,
+            outcome: outcome.to_owned(),
+            status,
+            reason,
+            source: auth_failure.and(self.source).map(|a| a.0.ip().to_string()),
+            ..AuditRecord::default()
+        }
+    }
+}
+
+/// An aggregate record for refused traffic from `source`.
+pub(crate) fn aggregate(
+    source: &str,
+    count: u64,
+    window_start: SystemTime,
+    window_end: SystemTime,
+    reasons: BTreeMap<String, u64>,
+) -> AuditRecord {
+    AuditRecord {
+        kind: "record".to_owned(),
+        v: SCHEMA_VERSION,
+        record_id: record_id(),
+        started_at: rfc3339(window_start),
+        ended_at: rfc3339(window_end),
+        surface: "anthropic".to_owned(),
+        outcome: outcome::AUTH_FAILED_AGGREGATE.to_owned(),
+        status: 401,
+        source: Some(source.to_owned()),
+        aggregate: Some(AggregateRec {
+            count,
+            window_start: rfc3339(window_start),
+            window_end: rfc3339(window_end),
+            reasons,
+        }),
+        ..AuditRecord::default()
+    }
+}
