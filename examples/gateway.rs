@@ -7,10 +7,10 @@
 //! (`examples/gateway.toml` documents every key); `--check-config PATH` validates one and
 //! exits. See docs/gateway.md.
 
-use ai_gateway::config::{AnthropicSection, GatewayConfig, LogFormat, LogSection};
+use ai_gateway::config::{AnthropicSection, AuditSinkKind, GatewayConfig, LogFormat, LogSection};
 use ai_gateway::core::{AiBody, AiError, MessagesRequest};
 use ai_gateway::provider::DemoProvider;
-use ai_gateway::server::serve;
+use ai_gateway::server::{MetricsEndpoint, serve};
 use clap::Parser;
 use http::{Request, Response};
 use std::io::IsTerminal;
@@ -127,7 +127,20 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
         }
         None => "the built-in demo upstream".to_owned(),
     };
-    Ok(format!("listen {listen}, {upstream}, {auth}"))
+    let audit = if config.audit.enabled {
+        if let Some(k) = &config.audit.signing_key {
+            let v = k.value().unwrap_or_default();
+            ai_gateway::audit::SigningKey::from_base64(v)
+                .map_err(|e| format!("[audit] signing_key (environment variable {}): {e}", k.name()))?;
+        }
+        match config.audit.sink {
+            AuditSinkKind::Stdout => "audit records on stdout".to_owned(),
+            _ => format!("audit log in {}", config.audit.dir.display()),
+        }
+    } else {
+        "audit log off".to_owned()
+    };
+    Ok(format!("listen {listen}, {upstream}, {auth}, {audit}"))
 }
 
 /// Without `[auth]`, the gateway serves everyone: that is only allowed on loopback,
@@ -205,6 +218,23 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
     } else {
         tracing::warn!("{open}: every caller is let in");
     }
+    match config.audit.build().map_err(|e| e.to_string())? {
+        Some((layer, what)) => {
+            tracing::info!("{what}");
+            if config.audit.signing_key.is_none() && config.audit.sink == AuditSinkKind::File {
+                tracing::warn!(
+                    "the audit signing key is kept next to the log: whoever can rewrite the log \
+                     can re-sign it. Give [audit] signing_key = \"${{VAR}}\" a key kept elsewhere \
+                     (cargo run -p ai-audit --bin audit-verify -- --generate-key)"
+                );
+            }
+            server.audit = Some(layer);
+        }
+        None => tracing::warn!("the audit log is off ([audit] enabled = false)"),
+    }
+    if config.audit.metrics {
+        server.metrics = Some(metrics_endpoint()?);
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| bind_error(listen, &e))?;
@@ -215,6 +245,34 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
     serve(listener, upstream, server, shutdown_signal())
         .await
         .map_err(|e| format!("the server stopped: {e}"))
+}
+
+/// Installs the Prometheus recorder and returns the `/metrics` endpoint that renders it.
+fn metrics_endpoint() -> Result<MetricsEndpoint, String> {
+    use ai_gateway::audit::metrics::{HISTOGRAMS, LATENCY_BUCKETS};
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let mut builder = PrometheusBuilder::new();
+    for name in HISTOGRAMS {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full((*name).to_owned()), LATENCY_BUCKETS)
+            .map_err(|e| format!("metrics: {e}"))?;
+    }
+    let handle = builder
+        .install_recorder()
+        .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
+    ai_gateway::audit::metrics::describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(MetricsEndpoint {
+        path: "/metrics".to_owned(),
+        render: std::sync::Arc::new(move || handle.render()),
+    })
 }
 
 /// A URL as it may be shown: scheme, host, port and path, never `user:password@`.

@@ -57,6 +57,226 @@ pub struct GatewayConfig {
     pub upstream: UpstreamSection,
     /// `[auth]`: who may call. Absent: everyone (only on loopback, unless `allow_open`).
     pub auth: Option<AuthSection>,
+    /// `[audit]`: the audit log and metrics. On by default (`./audit/`).
+    pub audit: AuditSection,
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AuditSinkKind {
+    /// Hash-chained, signed JSONL segments in `dir`.
+    File,
+    /// JSON lines on standard output, for a log shipper.
+    Stdout,
+}
+
+/// What a failing audit sink does to requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AuditFailure {
+    /// Refuse new requests with 503 until the log is writable again.
+    Closed,
+    /// Serve on, counting the records that could not be written.
+    Open,
+}
+
+/// `[audit]`: one tamper-evident record per call, and the metrics endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct AuditSection {
+    /// Write audit records. Default `true`.
+    pub enabled: bool,
+    /// `file` (default) or `stdout`.
+    pub sink: AuditSinkKind,
+    /// The directory of the segments (relative to the working directory). Default `./audit`.
+    pub dir: PathBuf,
+    /// `"always"` (fsync every batch before its responses end; default) or a duration:
+    /// at most that long between fsyncs (responses wait for theirs).
+    #[serde(deserialize_with = "fsync")]
+    pub fsync: ai_audit::Fsync,
+    /// A new segment when the current one reaches this size. Default 64 MiB.
+    #[serde(deserialize_with = "size")]
+    pub rotate_size: ByteSize,
+    /// A new segment when the current one is this old. Default 24 h.
+    #[serde(deserialize_with = "duration")]
+    pub rotate_interval: Duration,
+    /// A signed checkpoint after this many records. Default 1000.
+    pub checkpoint_every: u64,
+    /// A signed checkpoint this long after the last one when records came since. Default 10 s.
+    #[serde(deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
+    /// The Ed25519 signing key (32 bytes, base64), as an environment reference. Absent:
+    /// a key is generated on first start and kept in `<dir>/signing.key` (a warning says
+    /// to move it: whoever can write the log should not hold the key).
+    pub signing_key: Option<EnvSecret>,
+    /// `closed` (default: 503 while the log cannot be written) or `open`.
+    pub failure: AuditFailure,
+    /// Records queued or in flight at most. Default 8192.
+    pub queue: usize,
+    /// Longest a request waits for room in the queue. Default 5 s.
+    #[serde(deserialize_with = "duration")]
+    pub enqueue_timeout: Duration,
+    /// Longest a response waits for its record to be durable. Default 10 s.
+    #[serde(deserialize_with = "duration")]
+    pub ack_timeout: Duration,
+    /// Keep the request as the redaction layer left it in each record. Default `false`.
+    pub capture_redacted: bool,
+    /// Refused unauthenticated requests recorded one by one per source and minute;
+    /// beyond, aggregated. Default 60.
+    pub unauthenticated_per_minute: u32,
+    /// Serve `GET /metrics` (Prometheus text format, no authentication). Default `true`.
+    pub metrics: bool,
+    /// Add a `tenant` label to the request counter. Default `false`.
+    pub metrics_tenant_label: bool,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        let w = ai_audit::WriterConfig::default();
+        AuditSection {
+            enabled: true,
+            sink: AuditSinkKind::File,
+            dir: PathBuf::from("./audit"),
+            fsync: w.fsync,
+            rotate_size: ByteSize::mib(64),
+            rotate_interval: Duration::from_secs(24 * 3600),
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+            signing_key: None,
+            failure: AuditFailure::Closed,
+            queue: w.queue,
+            enqueue_timeout: w.enqueue_timeout,
+            ack_timeout: w.ack_timeout,
+            capture_redacted: false,
+            unauthenticated_per_minute: 60,
+            metrics: true,
+            metrics_tenant_label: false,
+        }
+    }
+}
+
+fn fsync<'de, D: Deserializer<'de>>(d: D) -> Result<ai_audit::Fsync, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "always" {
+        return Ok(ai_audit::Fsync::Always);
+    }
+    let every = humantime::parse_duration(&text).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid fsync \"{text}\": write \"always\" or a duration like \"50ms\""
+        ))
+    })?;
+    if every.is_zero() || every > Duration::from_secs(60) {
+        return Err(serde::de::Error::custom(
+            "fsync interval must be between 1ms and 60s",
+        ));
+    }
+    Ok(ai_audit::Fsync::Every(every))
+}
+
+impl AuditSection {
+    /// The signing key: from `signing_key`, else the one kept in `<dir>/signing.key`
+    /// (created on first use, mode 0600). Returns the key and where it came from.
+    pub fn signing_key(&self) -> Result<(ai_audit::SigningKey, String), ConfigError> {
+        if let Some(secret) = &self.signing_key {
+            let value = secret
+                .value()
+                .ok_or_else(|| ConfigError::plain("[audit] signing_key is not resolved"))?;
+            let key = ai_audit::SigningKey::from_base64(value).map_err(|e| {
+                ConfigError::plain(format!(
+                    "[audit] signing_key (environment variable {}): {e}",
+                    secret.name()
+                ))
+            })?;
+            return Ok((key, format!("environment variable {}", secret.name())));
+        }
+        let path = self.dir.join("signing.key");
+        let io = |e: std::io::Error| {
+            ConfigError::plain(format!("[audit] {}: {e}", path.display()))
+        };
+        if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(io)?;
+            let key = ai_audit::SigningKey::from_base64(&text)
+                .map_err(|e| ConfigError::plain(format!("[audit] {}: {e}", path.display())))?;
+            return Ok((key, path.display().to_string()));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let (key, seed) = ai_audit::SigningKey::generate()
+            .map_err(|e| ConfigError::plain(format!("[audit] {e}")))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&path).map_err(io)?;
+        std::io::Write::write_all(&mut f, seed.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::write(
+            self.dir.join("signing.pub"),
+            format!("{}\n", key.public_key().to_base64()),
+        )
+        .map_err(io)?;
+        Ok((key, format!("{} (generated)", path.display())))
+    }
+
+    /// Opens the sink and starts the writer: the layer, or `None` when `enabled = false`.
+    pub fn build(&self) -> Result<Option<(ai_audit::AuditLayer, String)>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        if self.queue == 0 || self.checkpoint_every == 0 {
+            return Err(ConfigError::plain(
+                "[audit] queue and checkpoint_every must be at least 1",
+            ));
+        }
+        let writer_cfg = ai_audit::WriterConfig {
+            queue: self.queue,
+            enqueue_timeout: self.enqueue_timeout,
+            ack_timeout: self.ack_timeout,
+            fsync: self.fsync,
+            failure: match self.failure {
+                AuditFailure::Closed => ai_audit::FailurePolicy::Closed,
+                AuditFailure::Open => ai_audit::FailurePolicy::Open,
+            },
+            ..ai_audit::WriterConfig::default()
+        };
+        let (writer, what) = match self.sink {
+            AuditSinkKind::File => {
+                let (key, origin) = self.signing_key()?;
+                let public = key.public_key().to_base64();
+                let mut cfg = ai_audit::FileSinkConfig::new(&self.dir, key);
+                cfg.rotate_size = self.rotate_size.as_u64();
+                cfg.rotate_interval = self.rotate_interval;
+                cfg.checkpoint_every = self.checkpoint_every;
+                cfg.checkpoint_interval = self.checkpoint_interval;
+                let sink = ai_audit::FileSink::open(cfg).map_err(|e| {
+                    ConfigError::plain(format!("[audit] dir {}: {e}", self.dir.display()))
+                })?;
+                let segment = sink.segment();
+                let writer = ai_audit::AuditWriter::spawn(sink, writer_cfg)
+                    .map_err(|e| ConfigError::plain(format!("[audit] writer thread: {e}")))?;
+                (
+                    writer,
+                    format!(
+                        "audit log in {} (segment {segment}), signing key from {origin}, public key {public}",
+                        self.dir.display()
+                    ),
+                )
+            }
+            AuditSinkKind::Stdout => (
+                ai_audit::AuditWriter::spawn(ai_audit::StdoutSink::new(), writer_cfg)
+                    .map_err(|e| ConfigError::plain(format!("[audit] writer thread: {e}")))?,
+                "audit records on stdout".to_owned(),
+            ),
+        };
+        let layer = ai_audit::AuditLayer::new(writer)
+            .capture_redacted(self.capture_redacted)
+            .tenant_label(self.metrics_tenant_label)
+            .unauthenticated_limit(self.unauthenticated_per_minute, Duration::from_secs(60));
+        Ok(Some((layer, what)))
+    }
 }
 
 /// `[auth]`: caller authentication by gateway key.
@@ -615,6 +835,9 @@ impl GatewayConfig {
         if let Some(a) = &mut config.upstream.anthropic {
             resolve(&mut a.api_key, origin, text, &env)?;
         }
+        if let Some(k) = &mut config.audit.signing_key {
+            resolve(k, origin, text, &env)?;
+        }
         if let Some(a) = &mut config.auth {
             resolve(&mut a.key_pepper, origin, text, &env)?;
             if let Some(p) = &mut a.user_pseudonym_key {
@@ -636,6 +859,8 @@ impl GatewayConfig {
                 .body_timeout(s.body_timeout),
             auth: None,
             pseudonym: UserPseudonymLayer::disabled(),
+            audit: None,
+            metrics: None,
         }
     }
 }

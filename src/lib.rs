@@ -21,6 +21,7 @@
 //! - `provider` (default): [`provider`], the Anthropic provider and the demo upstream.
 //! - `server` (default): [`server`], the HTTP server and the default stack.
 //! - `auth` (default): [`auth`], caller authentication by gateway key and model access.
+//! - `audit` (default): [`audit`], tamper-evident audit records, metrics and GenAI spans.
 //! - `config` (default): [`config`], the gateway's TOML configuration file.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -32,6 +33,9 @@ pub use ai_provider as provider;
 
 #[cfg(feature = "auth")]
 pub use ai_auth as auth;
+
+#[cfg(feature = "audit")]
+pub use ai_audit as audit;
 
 #[cfg(feature = "server")]
 pub mod access_log;

@@ -2,22 +2,29 @@
 //! integration tests drive over real sockets.
 //!
 //! Stack, outermost first: `x-request-id` (set, then echoed on the response), the access
-//! log ([`AccessLogLayer`]), tracing, panic catching (a panic becomes an Anthropic-shaped 500, never a dropped connection),
-//! the edge codec, then the provider.
+//! log ([`AccessLogLayer`]), tracing, `/metrics` (when configured), the audit edge (records
+//! what authentication and the codec refuse), authentication, panic catching (a panic
+//! becomes an Anthropic-shaped 500, never a dropped connection), the edge codec, the audit
+//! layer, model access, user pseudonyms, then the provider.
 
 use crate::access_log::AccessLogLayer;
+use ai_audit::AuditLayer;
 use ai_auth::{AuthLayer, ModelAccessLayer, UserPseudonymLayer};
-use ai_core::{AiBody, AiError, MessagesCodecLayer, MessagesRequest};
+use ai_core::{AiBody, AiError, ClientAddr, MessagesCodecLayer, MessagesRequest};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::{Layer, Service, ServiceBuilder};
+use tower_http::add_extension::AddExtensionLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId as HeaderRequestId, SetRequestIdLayer,
@@ -45,6 +52,74 @@ pub struct ServerConfig {
     pub auth: Option<AuthLayer>,
     /// `metadata.user_id` pseudonyms for the vendor. Default: disabled.
     pub pseudonym: UserPseudonymLayer,
+    /// The audit layer (its edge part goes outside authentication). On shutdown its
+    /// aggregates are flushed and its log sealed. Default `None`.
+    pub audit: Option<AuditLayer>,
+    /// `GET <path>` answered with the metrics text (Prometheus exposition format),
+    /// before authentication. Default `None`.
+    pub metrics: Option<MetricsEndpoint>,
+}
+
+/// Where and how the server answers metrics scrapes.
+#[derive(Clone)]
+pub struct MetricsEndpoint {
+    /// The path, e.g. `/metrics`.
+    pub path: String,
+    /// Renders the current metrics.
+    pub render: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl fmt::Debug for MetricsEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsEndpoint")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answers `GET` on the metrics path; everything else goes to the inner service.
+#[derive(Clone, Debug)]
+struct MetricsRoute<S> {
+    inner: S,
+    endpoint: Option<MetricsEndpoint>,
+}
+
+type RouteBody<B> = http_body_util::Either<B, Full<Bytes>>;
+
+impl<S, B, RB> Service<Request<B>> for MetricsRoute<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<RouteBody<RB>>;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Response<RouteBody<RB>>, S::Error>>,
+        futures_util::future::MapOk<S::Future, fn(Response<RB>) -> Response<RouteBody<RB>>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        use futures_util::TryFutureExt as _;
+        if let Some(m) = &self.endpoint {
+            if req.uri().path() == m.path && req.method() == http::Method::GET {
+                let mut resp = Response::new(http_body_util::Either::Right(Full::new(
+                    Bytes::from((m.render)()),
+                )));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                return futures_util::future::Either::Left(std::future::ready(Ok(resp)));
+            }
+        }
+        let left: fn(Response<RB>) -> Response<RouteBody<RB>> =
+            |r| r.map(http_body_util::Either::Left);
+        futures_util::future::Either::Right(self.inner.call(req).map_ok(left))
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +131,8 @@ impl Default for ServerConfig {
             codec: MessagesCodecLayer::new(),
             auth: None,
             pseudonym: UserPseudonymLayer::disabled(),
+            audit: None,
+            metrics: None,
         }
     }
 }
@@ -105,21 +182,36 @@ where
     let typed = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(config.codec.clone())
+        .option_layer(config.audit.clone())
         .layer(ModelAccessLayer::new())
         .layer(config.pseudonym.clone())
         .service(provider);
+    let edge = config.audit.as_ref().map(AuditLayer::edge);
     // Authentication changes the body type, so the two stacks are two types.
-    match config.auth.clone() {
-        Some(auth) => run(listener, auth.layer(typed), config, shutdown).await,
-        None => run(listener, typed, config, shutdown).await,
+    let served = match config.auth.clone() {
+        Some(auth) => {
+            let svc = ServiceBuilder::new()
+                .option_layer(edge)
+                .service(auth.layer(typed));
+            run(listener, svc, &config, shutdown).await
+        }
+        None => {
+            let svc = ServiceBuilder::new().option_layer(edge).service(typed);
+            run(listener, svc, &config, shutdown).await
+        }
+    };
+    if let Some(audit) = &config.audit {
+        audit.flush_aggregates();
+        audit.writer().close_async().await;
     }
+    served
 }
 
 /// Serves `inner` behind the HTTP-level layers every request passes first.
 async fn run<S, B>(
     listener: TcpListener,
     inner: S,
-    config: ServerConfig,
+    config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()>
 where
@@ -145,7 +237,10 @@ where
                 tracing::debug_span!("request", method = %req.method(), path = req.uri().path())
             },
         ))
-        .service(inner);
+        .service(MetricsRoute {
+            inner,
+            endpoint: config.metrics.clone(),
+        });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -179,7 +274,7 @@ where
         stream.set_write_timeout(config.write_timeout);
         let conn = builder.serve_connection_with_upgrades(
             TokioIo::new(Box::pin(stream)),
-            TowerToHyperService::new(svc.clone()),
+            TowerToHyperService::new(AddExtensionLayer::new(ClientAddr(peer)).layer(svc.clone())),
         );
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
