@@ -130,8 +130,12 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
     let audit = if config.audit.enabled {
         if let Some(k) = &config.audit.signing_key {
             let v = k.value().unwrap_or_default();
-            ai_gateway::audit::SigningKey::from_base64(v)
-                .map_err(|e| format!("[audit] signing_key (environment variable {}): {e}", k.name()))?;
+            ai_gateway::audit::SigningKey::from_base64(v).map_err(|e| {
+                format!(
+                    "[audit] signing_key (environment variable {}): {e}",
+                    k.name()
+                )
+            })?;
         }
         match config.audit.sink {
             AuditSinkKind::Stdout => "audit records on stdout".to_owned(),

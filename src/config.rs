@@ -194,9 +194,7 @@ impl AuditSection {
             return Ok((key, format!("environment variable {}", secret.name())));
         }
         let path = self.dir.join("signing.key");
-        let io = |e: std::io::Error| {
-            ConfigError::plain(format!("[audit] {}: {e}", path.display()))
-        };
+        let io = |e: std::io::Error| ConfigError::plain(format!("[audit] {}: {e}", path.display()));
         if path.exists() {
             let text = std::fs::read_to_string(&path).map_err(io)?;
             let key = ai_audit::SigningKey::from_base64(&text)

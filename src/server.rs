@@ -106,9 +106,10 @@ where
         use futures_util::TryFutureExt as _;
         if let Some(m) = &self.endpoint {
             if req.uri().path() == m.path && req.method() == http::Method::GET {
-                let mut resp = Response::new(http_body_util::Either::Right(Full::new(
-                    Bytes::from((m.render)()),
-                )));
+                let mut resp =
+                    Response::new(http_body_util::Either::Right(Full::new(Bytes::from((m
+                        .render)(
+                    )))));
                 resp.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

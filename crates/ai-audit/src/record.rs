@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
+/// The hash records give tool arguments and results: `sha256:` of the JSON with object
+/// keys sorted and no whitespace, so a call hashes the same whether the model streamed it
+/// or a client sent it back reformatted. Text that is not JSON is hashed as it is.
+pub fn json_hash(json: &str) -> String {
+    canonical_hash(json)
+}
+
 /// The record schema version (`v`).
 pub const SCHEMA_VERSION: u32 = 1;
 

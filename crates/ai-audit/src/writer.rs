@@ -313,6 +313,7 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
     let mut next_retry = Instant::now();
     let mut last_tick = Instant::now();
     let mut closing: Option<oneshot::Sender<()>> = None;
+    let mut close_tries = 0u32;
     let mut batch: Vec<Bytes> = Vec::with_capacity(cfg.max_batch);
     loop {
         let healthy = shared.healthy.load(Ordering::Relaxed);
@@ -436,10 +437,10 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
                 return;
             }
             if !shared.healthy.load(Ordering::Relaxed) {
-                // Closing with a failing sink: one more try, then give up loudly.
-                std::thread::sleep(cfg.retry_interval);
-                let left = backlog.len() + unsynced.len();
-                if Instant::now() >= next_retry && left > 0 {
+                // Closing with a failing sink: a few more tries, then give up loudly.
+                close_tries += 1;
+                if close_tries > 5 {
+                    let left = backlog.len() + unsynced.len();
                     tracing::error!(
                         records = left,
                         "audit log: closing with records that could not be written"
@@ -450,6 +451,7 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
                     let _ = done.send(());
                     return;
                 }
+                std::thread::sleep(next_retry.saturating_duration_since(Instant::now()));
             }
             closing = Some(done);
         }
