@@ -237,7 +237,7 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
         None => tracing::warn!("the audit log is off ([audit] enabled = false)"),
     }
     if config.audit.metrics {
-        server.metrics = Some(metrics_endpoint()?);
+        server.metrics = Some(MetricsEndpoint::prometheus("/metrics")?);
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -249,34 +249,6 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
     serve(listener, upstream, server, shutdown_signal())
         .await
         .map_err(|e| format!("the server stopped: {e}"))
-}
-
-/// Installs the Prometheus recorder and returns the `/metrics` endpoint that renders it.
-fn metrics_endpoint() -> Result<MetricsEndpoint, String> {
-    use ai_gateway::audit::metrics::{HISTOGRAMS, LATENCY_BUCKETS};
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let mut builder = PrometheusBuilder::new();
-    for name in HISTOGRAMS {
-        builder = builder
-            .set_buckets_for_metric(Matcher::Full((*name).to_owned()), LATENCY_BUCKETS)
-            .map_err(|e| format!("metrics: {e}"))?;
-    }
-    let handle = builder
-        .install_recorder()
-        .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
-    ai_gateway::audit::metrics::describe();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    Ok(MetricsEndpoint {
-        path: "/metrics".to_owned(),
-        render: std::sync::Arc::new(move || handle.render()),
-    })
 }
 
 /// A URL as it may be shown: scheme, host, port and path, never `user:password@`.

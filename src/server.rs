@@ -69,6 +69,39 @@ pub struct MetricsEndpoint {
     pub render: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
+impl MetricsEndpoint {
+    /// Installs a Prometheus recorder as the process's `metrics` recorder (latency
+    /// histograms with [`ai_audit::metrics::LATENCY_BUCKETS`]) and returns the endpoint that
+    /// renders it at `path`. Call once, inside a Tokio runtime (a task runs the exporter's
+    /// upkeep every 5 seconds).
+    pub fn prometheus(path: &str) -> Result<MetricsEndpoint, String> {
+        use ai_audit::metrics::{HISTOGRAMS, LATENCY_BUCKETS};
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let mut builder = PrometheusBuilder::new();
+        for name in HISTOGRAMS {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full((*name).to_owned()), LATENCY_BUCKETS)
+                .map_err(|e| format!("metrics: {e}"))?;
+        }
+        let handle = builder
+            .install_recorder()
+            .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
+        ai_audit::metrics::describe();
+        let upkeep = handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        Ok(MetricsEndpoint {
+            path: path.to_owned(),
+            render: Arc::new(move || handle.render()),
+        })
+    }
+}
+
 impl fmt::Debug for MetricsEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetricsEndpoint")

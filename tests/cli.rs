@@ -30,8 +30,18 @@ fn gateway_bin() -> PathBuf {
     bin
 }
 
+/// A fresh working directory per run: the gateway writes its audit log to `./audit`.
+fn work_dir() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ai-gateway-cli-{}-run{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    dir
+}
+
 fn command() -> Command {
     let mut c = Command::new(gateway_bin());
+    c.current_dir(work_dir());
     c.env_remove("ANTHROPIC_API_KEY")
         .env_remove("ANTHROPIC_BASE_URL")
         .env_remove("GATEWAY_CONFIG")
@@ -209,7 +219,7 @@ async fn an_open_gateway_refuses_a_non_loopback_address() {
 
 /// A running binary and the lines it logs.
 struct Running {
-    _child: Child,
+    child: Child,
     addr: String,
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
@@ -253,11 +263,7 @@ impl Running {
         })
         .await
         .expect("listening line");
-        Running {
-            _child: child,
-            addr,
-            lines,
-        }
+        Running { child, addr, lines }
     }
 
     /// Every line logged so far, after a moment for the last ones to arrive.
@@ -449,4 +455,121 @@ async fn the_sample_config_runs_a_working_gateway() {
     for l in gw.drain().await {
         assert!(!l.contains("sk-test") && !l.contains(&key), "{l}");
     }
+}
+
+/// The crash test: the example gateway under load from clients that keep every request id
+/// they got a complete answer for; `kill -9` mid-load; a restart (which seals the segment
+/// left open); the log verifies and every completed request id has its record.
+#[tokio::test]
+async fn after_kill_9_the_log_verifies_and_every_completed_request_has_its_record() {
+    use ai_gateway::audit::SigningKey;
+    use http_body_util::BodyExt;
+    let up = MockUpstream::start().await;
+    let (key, seed) = SigningKey::generate().expect("key");
+    let public = key.public_key().clone();
+    let dir = tempfile::tempdir().expect("tmp");
+    let audit_dir = dir.path().join("audit");
+    let config = temp_config(
+        "crash.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[upstream.anthropic]\nbase_url = \"{}\"\napi_key = \"${{AI_GATEWAY_TEST_KEY}}\"\n\n[audit]\ndir = \"{}\"\nfsync = \"always\"\nsigning_key = \"${{AUDIT_SIGNING_KEY}}\"\ncheckpoint_every = 50\n",
+            up.url(),
+            audit_dir.display()
+        ),
+    );
+    let env = [("AUDIT_SIGNING_KEY", seed.as_str())];
+    let mut gw = Running::start_with(&config, &env).await;
+    let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
+    let completed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let completed = completed.clone();
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let http = client();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 2000 {
+                i += 1;
+                let stream = i % 2 == 0;
+                let model = if stream {
+                    "replay/stream_text"
+                } else {
+                    "replay/message_basic"
+                };
+                let req = json_request(addr, "/v1/messages", &messages_body(model, stream));
+                let Ok(Ok(resp)) =
+                    tokio::time::timeout(Duration::from_secs(5), http.request(req)).await
+                else {
+                    continue;
+                };
+                let id = resp
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let ok = resp.status() == 200;
+                let Ok(Ok(body)) =
+                    tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await
+                else {
+                    continue;
+                };
+                let body = body.to_bytes();
+                let whole = if stream {
+                    body.windows(12).any(|w| w == b"message_stop")
+                } else {
+                    body.ends_with(b"}")
+                };
+                if let (true, true, Some(id)) = (ok, whole, id) {
+                    completed.lock().expect("lock").push(format!("{c}:{id}"));
+                }
+            }
+        }));
+    }
+    // Let the load run, then kill -9 in the middle of it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    gw.child.start_kill().expect("SIGKILL");
+    let _ = gw.child.wait().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    let completed: Vec<String> = completed
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|s| s.split_once(':').expect("id").1.to_owned())
+        .collect();
+    assert!(
+        completed.len() > 20,
+        "the load ran: {} completed",
+        completed.len()
+    );
+    eprintln!("{} requests completed before kill -9", completed.len());
+
+    // Restart: the segment left open is sealed (a torn last line, never acknowledged, is cut).
+    let _again = Running::start_with(&config, &env).await;
+    let report = ai_gateway::audit::verify_dir(&audit_dir, &[public]).expect("verify");
+    assert!(report.is_ok(), "{:?}", report.problem);
+    assert!(report.segments >= 2);
+    let ids: std::collections::HashSet<String> = std::fs::read_dir(&audit_dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .expect("read")
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter_map(|v| v["request_id"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = completed.iter().filter(|id| !ids.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} completed requests without a record: {missing:?}",
+        missing.len()
+    );
 }

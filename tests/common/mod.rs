@@ -338,6 +338,8 @@ pub struct GatewayOpts {
     pub max_body: usize,
     pub auth: Option<ai_gateway::auth::AuthLayer>,
     pub pseudonym: ai_gateway::auth::UserPseudonymLayer,
+    pub audit: Option<ai_gateway::audit::AuditLayer>,
+    pub metrics: Option<ai_gateway::server::MetricsEndpoint>,
 }
 
 impl Default for GatewayOpts {
@@ -352,6 +354,8 @@ impl Default for GatewayOpts {
             max_body: 64 * 1024 * 1024,
             auth: None,
             pseudonym: ai_gateway::auth::UserPseudonymLayer::disabled(),
+            audit: None,
+            metrics: None,
         }
     }
 }
@@ -433,6 +437,8 @@ where
             .body_timeout(opts.body_timeout),
         auth: opts.auth,
         pseudonym: opts.pseudonym,
+        audit: opts.audit,
+        metrics: opts.metrics,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -582,5 +588,62 @@ pub mod keys {
             MemoryKeys::new(records).expect("store"),
             KeyHasher::new(PEPPER.as_bytes()).expect("pepper"),
         )
+    }
+}
+
+/// A real audit log in a temporary directory.
+#[allow(dead_code)]
+pub mod audit {
+    use ai_gateway::audit::record::AuditRecord;
+    use ai_gateway::audit::{
+        AuditLayer, AuditWriter, FileSink, FileSinkConfig, PublicKey, SigningKey, WriterConfig,
+        list_segments,
+    };
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// A layer writing to `dir` (fsync every batch) and the key that verifies it.
+    pub fn layer(dir: &Path, cfg: WriterConfig) -> (AuditLayer, PublicKey) {
+        let (key, _) = SigningKey::generate().expect("key");
+        let public = key.public_key().clone();
+        let sink = FileSink::open(FileSinkConfig::new(dir, key)).expect("open the log");
+        let writer = AuditWriter::spawn(sink, cfg).expect("writer");
+        (AuditLayer::new(writer), public)
+    }
+
+    /// Every record in the log.
+    pub fn records(dir: &Path) -> Vec<AuditRecord> {
+        let mut out = Vec::new();
+        for (_, path) in list_segments(dir).expect("segments") {
+            let text = std::fs::read_to_string(path).expect("read");
+            for line in text.lines() {
+                if line.contains("\"kind\":\"record\"") {
+                    out.push(serde_json::from_str(line).expect("a record"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The records of one request id.
+    pub fn of(dir: &Path, id: &str) -> Vec<AuditRecord> {
+        records(dir)
+            .into_iter()
+            .filter(|r| r.request_id.as_deref() == Some(id))
+            .collect()
+    }
+
+    /// Waits (up to 5 s) for the record of `id` (a cancelled stream's record is written
+    /// when the gateway notices the client left).
+    pub async fn wait_for(dir: &Path, id: &str) -> AuditRecord {
+        for _ in 0..500 {
+            let mut r = of(dir, id);
+            if !r.is_empty() {
+                assert_eq!(r.len(), 1, "exactly one record for {id}");
+                return r.remove(0);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no audit record for {id}");
     }
 }
