@@ -18,11 +18,13 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v curl >/dev/null || need_apt+=(curl)
+# promtool checks the gateway's /metrics (tests/audit_metrics.rs).
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
-echo "ok: python3 $(python3 --version 2>&1 | cut -d' ' -f2)"
+echo "ok: python3 $(python3 --version 2>&1 | cut -d' ' -f2), $(promtool --version 2>&1 | head -1)"
 
 step "python venv with the official SDKs"
 if [ ! -x .venv/bin/python ]; then
@@ -67,7 +69,13 @@ cargo test --locked --test python_sdk -- --nocapture
 
 step "example gateway (release): --help, --check-config, then the official SDK against its demo upstream"
 cargo build --release --locked --example gateway
+cargo build --release --locked -p ai-audit --bin audit-verify
 ./target/release/examples/gateway --help | head -3
+# The sample configuration signs its audit log with a key from the environment.
+./target/release/audit-verify --generate-key >target/audit-key.txt
+AUDIT_SIGNING_KEY=$(sed -n 's/^signing key (secret): //p' target/audit-key.txt)
+audit_public=$(sed -n 's/^public key: *//p' target/audit-key.txt)
+export AUDIT_SIGNING_KEY
 export GATEWAY_USER_PSEUDONYM_KEY=pseudonym-key-of-the-test-script
 ANTHROPIC_API_KEY=sk-ant-check-only GATEWAY_KEY_PEPPER=pepper-for-the-check-only ./target/release/examples/gateway --check-config examples/gateway.toml
 if env -u ANTHROPIC_API_KEY GATEWAY_KEY_PEPPER=pepper-for-the-check-only ./target/release/examples/gateway --check-config examples/gateway.toml 2>target/check-config.err; then
@@ -77,7 +85,9 @@ grep -q "ANTHROPIC_API_KEY is not set" target/check-config.err || { cat target/c
 echo "ok: a missing key variable is refused: $(cat target/check-config.err)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 log=$(mktemp)
-env -u ANTHROPIC_API_KEY ./target/release/examples/gateway --listen "127.0.0.1:$port" >"$log" 2>&1 &
+# Each run in a fresh working directory: the gateway writes its audit log to ./audit.
+work=$(mktemp -d)
+(cd "$work" && exec env -u ANTHROPIC_API_KEY -u AUDIT_SIGNING_KEY "$root/target/release/examples/gateway" --listen "127.0.0.1:$port") >"$log" 2>&1 &
 gw=$!
 trap 'kill $gw 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -89,6 +99,8 @@ grep -q "demo upstream" "$log" || { echo "the gateway did not announce the demo 
 kill $gw
 wait $gw 2>/dev/null || true
 trap - EXIT
+echo "the audit log the first README command left (key generated on first start):"
+./target/release/audit-verify --public-key-file "$work/audit/signing.pub" "$work/audit"
 
 step "example gateway (release) from examples/gateway.toml with a minted key: starts, authenticates, answers, logs, stops on SIGTERM"
 cargo build --release --locked --example mint_key
@@ -100,7 +112,8 @@ export GATEWAY_KEY_PEPPER=pepper-of-the-test-script
 ./target/release/examples/mint_key --subject ci --tenant test >>"$conf/keys.toml" 2>"$conf/key.txt"
 key=$(grep '^gwk_' "$conf/key.txt")
 # A vendor key that is never used: the only requests sent are refused by the gateway itself.
-ANTHROPIC_API_KEY=sk-ant-not-a-real-key ./target/release/examples/gateway --config "$conf/gateway.toml" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+work=$(mktemp -d)
+(cd "$work" && ANTHROPIC_API_KEY=sk-ant-not-a-real-key exec "$root/target/release/examples/gateway" --config "$conf/gateway.toml" --listen "127.0.0.1:$port") >"$log" 2>&1 &
 gw=$!
 trap 'kill $gw 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -119,6 +132,12 @@ trap - EXIT
 grep -q 'ai_gateway::access: request method=POST path="/v1/messages" status=400 model="claude-sonnet-4-5"' "$log" \
   || { echo "no access log line:"; cat "$log"; exit 1; }
 grep -q 'status=401 .*auth_failure="missing_credential"' "$log" || { echo "no access line for the 401:"; cat "$log"; exit 1; }
+echo "its audit log, signed with the key from the environment: the 401 and the 400 are recorded"
+./target/release/audit-verify --public-key "$audit_public" "$work/audit"
+grep -q '"outcome":"auth_failed","status":401,"reason":"missing_credential"' "$work"/audit/audit-*.jsonl \
+  || { echo "no audit record of the 401"; cat "$work"/audit/audit-*.jsonl; exit 1; }
+grep -q '"outcome":"rejected","status":400,"reason":"invalid_request_error"' "$work"/audit/audit-*.jsonl \
+  || { echo "no audit record of the 400"; cat "$work"/audit/audit-*.jsonl; exit 1; }
 if grep -q -e "$key" -e sk-ant-not-a-real-key "$log"; then echo "a key reached the log"; exit 1; fi
 
 step "example gateway (release) with [auth] and the demo upstream: the official SDK with the minted key"
@@ -130,7 +149,8 @@ text = open(p).read()
 open(p, "w").write(re.sub(r"\n\[upstream\.anthropic\].*", "\n", text, flags=re.S))
 PY
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-./target/release/examples/gateway --config "$conf/gateway.toml" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+work=$(mktemp -d)
+(cd "$work" && exec "$root/target/release/examples/gateway" --config "$conf/gateway.toml" --listen "127.0.0.1:$port") >"$log" 2>&1 &
 gw=$!
 trap 'kill $gw 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -142,7 +162,8 @@ kill -TERM $gw
 wait $gw || { echo "the gateway did not exit cleanly on SIGTERM"; cat "$log"; exit 1; }
 trap - EXIT
 if grep -q -e "$key" "$log"; then echo "a key reached the log"; exit 1; fi
-unset GATEWAY_KEY_PEPPER GATEWAY_USER_PSEUDONYM_KEY
+./target/release/audit-verify --public-key "$audit_public" "$work/audit"
+unset GATEWAY_KEY_PEPPER GATEWAY_USER_PSEUDONYM_KEY AUDIT_SIGNING_KEY
 if grep -q $'\x1b\[' "$log"; then echo "colour codes in a log file"; exit 1; fi
 cat "$log"
 

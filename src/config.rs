@@ -951,6 +951,7 @@ mod tests {
             "ANTHROPIC_API_KEY" => Some("sk-ant-from-env".to_owned()),
             "GATEWAY_KEY_PEPPER" => Some("a pepper for the tests".to_owned()),
             "GATEWAY_USER_PSEUDONYM_KEY" => Some("a pseudonym key for the tests".to_owned()),
+            "AUDIT_SIGNING_KEY" => Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned()),
             _ => None,
         }
     }
@@ -1029,6 +1030,23 @@ mod tests {
             "idle_timeout",
             "pool_idle_timeout",
             "max_body",
+            "enabled",
+            "sink",
+            "dir",
+            "fsync",
+            "rotate_size",
+            "rotate_interval",
+            "checkpoint_every",
+            "checkpoint_interval",
+            "signing_key",
+            "failure",
+            "queue",
+            "enqueue_timeout",
+            "ack_timeout",
+            "capture_redacted",
+            "unauthenticated_per_minute",
+            "metrics",
+            "metrics_tenant_label",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(&format!("{key} = "))),
@@ -1054,6 +1072,41 @@ mod tests {
             auth.user_pseudonym_key.as_ref().map(EnvSecret::name),
             Some("GATEWAY_USER_PSEUDONYM_KEY")
         );
+        let a = &c.audit;
+        let d = AuditSection::default();
+        assert!(a.enabled && d.enabled);
+        assert_eq!(a.sink, d.sink);
+        assert_eq!(a.dir, d.dir);
+        assert_eq!(a.fsync, d.fsync);
+        assert_eq!(a.rotate_size, d.rotate_size);
+        assert_eq!(a.rotate_interval, d.rotate_interval);
+        assert_eq!(a.checkpoint_every, d.checkpoint_every);
+        assert_eq!(a.checkpoint_interval, d.checkpoint_interval);
+        assert_eq!(a.failure, d.failure);
+        assert_eq!(a.queue, d.queue);
+        assert_eq!(a.enqueue_timeout, d.enqueue_timeout);
+        assert_eq!(a.ack_timeout, d.ack_timeout);
+        assert_eq!(a.capture_redacted, d.capture_redacted);
+        assert_eq!(a.unauthenticated_per_minute, d.unauthenticated_per_minute);
+        assert_eq!(a.metrics, d.metrics);
+        assert_eq!(a.metrics_tenant_label, d.metrics_tenant_label);
+        assert_eq!(
+            a.signing_key.as_ref().map(EnvSecret::name),
+            Some("AUDIT_SIGNING_KEY")
+        );
+        assert!(a.signing_key().is_ok());
+    }
+
+    #[test]
+    fn audit_fsync_takes_always_or_a_duration() {
+        let c = GatewayConfig::parse("[audit]\nfsync = \"20ms\"\n", "g.toml", env).expect("ok");
+        assert_eq!(c.audit.fsync, ai_audit::Fsync::Every(Duration::from_millis(20)));
+        assert!(err("[audit]\nfsync = \"sometimes\"\n").contains("[audit] fsync: invalid fsync"));
+        assert!(err("[audit]\nfailure = \"maybe\"\n").contains("[audit] failure"));
+        assert!(err("[audit]\nsigning_key = \"AAAA\"\n").contains("environment reference"));
+        let c = GatewayConfig::parse("[audit]\nsigning_key = \"${AUDIT_SIGNING_KEY}\"\n", "g.toml", env)
+            .expect("ok");
+        assert!(c.audit.signing_key().is_ok());
     }
 
     #[test]

@@ -25,6 +25,9 @@ fn call(gw: SocketAddr, id: &str, model: &str, stream: bool, key: &str) -> Reque
         .expect("request")
 }
 
+/// (request id, model, stream, key, status, outcome, reason)
+type Case<'a> = (&'a str, &'a str, bool, &'a str, u16, &'a str, Option<&'a str>);
+
 #[tokio::test]
 async fn every_outcome_through_the_stack_yields_exactly_one_record() {
     let up = MockUpstream::start().await;
@@ -45,8 +48,7 @@ async fn every_outcome_through_the_stack_yields_exactly_one_record() {
     .await;
     let d = dir.path();
 
-    // (request id, model, stream, key, status, outcome, reason)
-    let table: &[(&str, &str, bool, &str, u16, &str, Option<&str>)] = &[
+    let table: &[Case<'_>] = &[
         (
             "message",
             "replay/message_basic",

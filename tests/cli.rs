@@ -64,6 +64,9 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("the binary ran")
 }
 
+/// An Ed25519 seed for the sample configuration's `[audit] signing_key`.
+const AUDIT_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -108,12 +111,14 @@ async fn check_config_accepts_the_sample_with_every_key() {
                 "GATEWAY_USER_PSEUDONYM_KEY",
                 "pseudonym key for the cli test",
             ),
+            ("AUDIT_SIGNING_KEY", AUDIT_KEY),
         ],
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("ok (listen 127.0.0.1:8080, upstream anthropic at https://api.anthropic.com, gateway keys from "),
+        text(&out.stdout).contains("ok (listen 127.0.0.1:8080, upstream anthropic at https://api.anthropic.com, gateway keys from ")
+            && text(&out.stdout).contains(", audit log in ./audit)"),
         "{}",
         text(&out.stdout)
     );
@@ -427,6 +432,7 @@ async fn the_sample_config_runs_a_working_gateway() {
                 "GATEWAY_USER_PSEUDONYM_KEY",
                 "pseudonym key for the cli test",
             ),
+            ("AUDIT_SIGNING_KEY", AUDIT_KEY),
         ],
     )
     .await;

@@ -16,7 +16,7 @@ use crate::hash::{Digest, sha256};
 use crate::sink::Sink;
 use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -327,9 +327,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Recovers segment `n` at `path` after a stop: cuts a torn last line, seals it when it
 /// is not sealed. Returns the next `seq` and the hash of its last line.
 fn recover(path: &Path, n: u64, key: &SigningKey) -> io::Result<(u64, Digest)> {
-    let mut file = OpenOptions::new().read(true).append(true).open(path)?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)?;
+    let mut data = fs::read(path)?;
+    let mut file = OpenOptions::new().append(true).open(path)?;
     let complete = match data.iter().rposition(|&b| b == b'\n') {
         Some(i) => i + 1,
         None => 0,

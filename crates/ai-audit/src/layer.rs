@@ -186,6 +186,8 @@ fn unavailable(e: Unavailable) -> AiError {
 struct EdgeClaim(Arc<AtomicBool>);
 
 type AckCell = Arc<Mutex<Option<Ack>>>;
+type EventItem = Result<StreamEvent, AiError>;
+type AckWait = BoxFuture<Result<(), AiError>>;
 
 async fn wait_ack(cell: &AckCell, fail_closed: bool) -> Result<(), AiError> {
     let ack = cell.lock().ok().and_then(|mut a| a.take());
@@ -408,10 +410,8 @@ struct Gate {
     inner: EventStream,
     ack: AckCell,
     fail_closed: bool,
-    waiting: Option<(
-        BoxFuture<Result<(), AiError>>,
-        Option<Result<StreamEvent, AiError>>,
-    )>,
+    /// The acknowledgement being awaited, and the item held back until it comes.
+    waiting: Option<(AckWait, Option<EventItem>)>,
     done: bool,
 }
 

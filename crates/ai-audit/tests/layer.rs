@@ -323,6 +323,9 @@ async fn a_streamed_tool_call_is_hashed_like_the_same_call_sent_back() {
     assert_eq!(r.tokens.upstream.as_ref().map(|u| u.input), Some(377));
 }
 
+/// (request id, stream, script, did an upstream call happen, outcome, reason)
+type Case<'a> = (&'a str, bool, Script, bool, &'a str, Option<&'a str>);
+
 /// One request per outcome; each yields exactly one record with the outcome and reason.
 #[tokio::test]
 async fn every_outcome_yields_exactly_one_record() {
@@ -341,8 +344,7 @@ async fn every_outcome_yields_exactly_one_record() {
             .expect("part")
             .to_owned()
     };
-    // (request id, stream, script, did an upstream call happen, outcome, reason)
-    let table: Vec<(&str, bool, Script, bool, &str, Option<&str>)> = vec![
+    let table: Vec<Case<'_>> = vec![
         ("message", false, Script::text("hi"), true, "complete", None),
         (
             "stream",
@@ -516,7 +518,7 @@ async fn every_outcome_yields_exactly_one_record() {
 
     assert_eq!(h.records().len(), n + 2, "one record per request, no more");
     h.layer.writer().close_async().await;
-    let report = verify_dir(h.dir.path(), &[h.public.clone()]).expect("verify");
+    let report = verify_dir(h.dir.path(), std::slice::from_ref(&h.public)).expect("verify");
     assert!(report.is_ok(), "{:?}", report.problem);
 }
 
@@ -591,7 +593,7 @@ async fn failed_authentications_are_recorded_and_a_flood_is_aggregated() {
         bad.source.is_none(),
         "addresses only on unauthenticated refusals"
     );
-    let report = verify_dir(h.dir.path(), &[h.public.clone()]).expect("verify");
+    let report = verify_dir(h.dir.path(), std::slice::from_ref(&h.public)).expect("verify");
     assert!(report.is_ok(), "{:?}", report.problem);
 }
 
