@@ -12,7 +12,9 @@
 //! three threads on one core) gives the repeatable figure. `--demo` serves the gateway's
 //! demo upstream instead of proxying, to isolate the server-side cost; `--access-log` turns
 //! on the access log as the example binary has it by default (lines written to
-//! `/dev/null`); `--auth` checks a gateway key on every request. Requests are the 2 KB Messages request
+//! `/dev/null`); `--auth` checks a gateway key on every request; `--audit always` writes
+//! an audit record per request with an fsync before each response ends (`--audit 10ms`:
+//! fsync every 10 ms, responses do not wait), into a directory under the system temp dir. Requests are the 2 KB Messages request
 //! of `benches/data/request_2k.json`; non-streaming answers replay
 //! `tests/fixtures/anthropic/message_basic.json`, streaming answers replay
 //! `tests/fixtures/anthropic/stream_text.sse` one event per write.
@@ -115,6 +117,7 @@ fn start_gateway(
     upstream: SocketAddr,
     demo: bool,
     auth: Option<ai_gateway::auth::AuthLayer>,
+    audit: Option<ai_gateway::audit::Fsync>,
 ) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -128,8 +131,29 @@ fn start_gateway(
                 .await
                 .expect("bind");
             tx.send(listener.local_addr().expect("addr")).expect("send");
+            let audit = audit.map(|fsync| {
+                use ai_gateway::audit::{
+                    AuditLayer, AuditWriter, FileSink, FileSinkConfig, SigningKey, WriterConfig,
+                };
+                let dir = std::env::temp_dir()
+                    .join(format!("ai-gateway-e2e-audit-{}", std::process::id()));
+                let (key, _) = SigningKey::generate().expect("key");
+                let sink = FileSink::open(FileSinkConfig::new(&dir, key)).expect("audit log");
+                println!("--audit: records in {} (fsync {fsync:?})", dir.display());
+                AuditLayer::new(
+                    AuditWriter::spawn(
+                        sink,
+                        WriterConfig {
+                            fsync,
+                            ..WriterConfig::default()
+                        },
+                    )
+                    .expect("writer"),
+                )
+            });
             let config = ServerConfig {
                 auth,
+                audit,
                 ..ServerConfig::default()
             };
             if demo {
@@ -181,6 +205,7 @@ fn main() {
     let mut demo = false;
     let mut access_log = false;
     let mut auth = false;
+    let mut audit = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -188,9 +213,17 @@ fn main() {
             "--demo" => demo = true,
             "--access-log" => access_log = true,
             "--auth" => auth = true,
+            "--audit" => {
+                audit = Some(match args.next().as_deref() {
+                    Some("always") | None => ai_gateway::audit::Fsync::Always,
+                    Some(d) => ai_gateway::audit::Fsync::Every(
+                        humantime::parse_duration(d).expect("--audit always|DURATION"),
+                    ),
+                })
+            }
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth]"
+                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth] [--audit always|DURATION]"
                 );
                 return;
             }
@@ -230,7 +263,7 @@ fn main() {
         AuthLayer::keys(MemoryKeys::new(records).expect("store"), hasher)
     });
     let up = start_upstream();
-    let gw = start_gateway(up, demo, auth);
+    let gw = start_gateway(up, demo, auth, audit);
     if demo {
         println!(
             "--demo: the gateway answers from its demo upstream (server-side cost only, no upstream hop)"

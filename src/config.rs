@@ -95,7 +95,8 @@ pub struct AuditSection {
     /// The directory of the segments (relative to the working directory). Default `./audit`.
     pub dir: PathBuf,
     /// `"always"` (fsync every batch before its responses end; default) or a duration:
-    /// at most that long between fsyncs (responses wait for theirs).
+    /// at most that long between fsyncs; responses do not wait for their record, and a
+    /// crash can lose the records of that last interval.
     #[serde(deserialize_with = "fsync")]
     pub fsync: ai_audit::Fsync,
     /// A new segment when the current one reaches this size. Default 64 MiB.
@@ -1100,12 +1101,19 @@ mod tests {
     #[test]
     fn audit_fsync_takes_always_or_a_duration() {
         let c = GatewayConfig::parse("[audit]\nfsync = \"20ms\"\n", "g.toml", env).expect("ok");
-        assert_eq!(c.audit.fsync, ai_audit::Fsync::Every(Duration::from_millis(20)));
+        assert_eq!(
+            c.audit.fsync,
+            ai_audit::Fsync::Every(Duration::from_millis(20))
+        );
         assert!(err("[audit]\nfsync = \"sometimes\"\n").contains("[audit] fsync: invalid fsync"));
         assert!(err("[audit]\nfailure = \"maybe\"\n").contains("[audit] failure"));
         assert!(err("[audit]\nsigning_key = \"AAAA\"\n").contains("environment reference"));
-        let c = GatewayConfig::parse("[audit]\nsigning_key = \"${AUDIT_SIGNING_KEY}\"\n", "g.toml", env)
-            .expect("ok");
+        let c = GatewayConfig::parse(
+            "[audit]\nsigning_key = \"${AUDIT_SIGNING_KEY}\"\n",
+            "g.toml",
+            env,
+        )
+        .expect("ok");
         assert!(c.audit.signing_key().is_ok());
     }
 

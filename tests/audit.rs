@@ -26,7 +26,15 @@ fn call(gw: SocketAddr, id: &str, model: &str, stream: bool, key: &str) -> Reque
 }
 
 /// (request id, model, stream, key, status, outcome, reason)
-type Case<'a> = (&'a str, &'a str, bool, &'a str, u16, &'a str, Option<&'a str>);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    bool,
+    &'a str,
+    u16,
+    &'a str,
+    Option<&'a str>,
+);
 
 #[tokio::test]
 async fn every_outcome_through_the_stack_yields_exactly_one_record() {

@@ -101,6 +101,12 @@ pub struct FileSink {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     buf: Vec<u8>,
+    /// The current file has no `segment_start` yet (its write failed): the next append
+    /// writes it first.
+    needs_start: bool,
+    /// A rotation is due but failed (e.g. the disk was full): retried on the next append
+    /// and tick.
+    rotate_due: Option<&'static str>,
 }
 
 #[derive(serde::Deserialize)]
@@ -113,7 +119,15 @@ impl FileSink {
     /// Opens the log in `cfg.dir`: recovers the last segment, then starts a new one.
     pub fn open(cfg: FileSinkConfig) -> io::Result<Self> {
         fs::create_dir_all(&cfg.dir)?;
-        let segments = list_segments(&cfg.dir)?;
+        let mut segments = list_segments(&cfg.dir)?;
+        // A segment file created just before a crash, with nothing in it yet.
+        while let Some((_, path)) = segments.last() {
+            if fs::metadata(path)?.len() > 0 {
+                break;
+            }
+            fs::remove_file(path)?;
+            segments.pop();
+        }
         let (segment, seq, head) = match segments.last() {
             None => (1, 0, [0u8; 32]),
             Some((n, path)) => {
@@ -137,6 +151,8 @@ impl FileSink {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             buf: Vec::with_capacity(64 * 1024),
+            needs_start: false,
+            rotate_due: None,
             cfg,
         };
         sink.buf.clear();
@@ -238,27 +254,50 @@ impl FileSink {
         self.buf.clear();
     }
 
-    fn rotate(&mut self, reason: &str) -> io::Result<()> {
+    /// Seals the current segment and starts the next. The next file is created first, so
+    /// a failure leaves the current segment open and unsealed (the rotation is retried);
+    /// once sealed, nothing more is written to it.
+    fn rotate(&mut self, reason: &'static str) -> io::Result<()> {
+        let next = self.segment + 1;
+        let next_path = self.cfg.dir.join(segment_name(next));
+        let file = match OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&next_path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                self.rotate_due = Some(reason);
+                return Err(e);
+            }
+        };
         let saved = self.save();
         self.buf.clear();
         self.push_signed("seal", Some(reason));
-        self.commit(saved)?;
-        self.file.sync_all()?;
-        let next = self.segment + 1;
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(self.cfg.dir.join(segment_name(next)))?;
+        if let Err(e) = self.commit(saved).and_then(|()| self.file.sync_all()) {
+            let _ = fs::remove_file(&next_path);
+            self.rotate_due = Some(reason);
+            return Err(e);
+        }
+        self.rotate_due = None;
         self.file = file;
         self.segment = next;
         self.size = 0;
         self.records_in_segment = 0;
         self.opened = Instant::now();
+        self.needs_start = true;
+        self.write_start()?;
+        sync_dir(&self.cfg.dir)
+    }
+
+    /// Writes the `segment_start` of a new file (kept due when it fails).
+    fn write_start(&mut self) -> io::Result<()> {
         let saved = self.save();
+        self.buf.clear();
         self.push_segment_start();
         self.commit(saved)?;
-        self.file.sync_all()?;
-        sync_dir(&self.cfg.dir)
+        self.needs_start = false;
+        self.file.sync_all()
     }
 }
 
@@ -273,6 +312,9 @@ struct Saved {
 
 impl Sink for FileSink {
     fn append(&mut self, batch: &[Bytes]) -> io::Result<()> {
+        if self.needs_start {
+            self.write_start()?;
+        }
         let saved = self.save();
         self.buf.clear();
         for r in batch {
@@ -284,8 +326,15 @@ impl Sink for FileSink {
             }
         }
         self.commit(saved)?;
-        if self.size >= self.cfg.rotate_size {
-            self.rotate("size")?;
+        // The batch is written: a rotation that fails now is retried later, never
+        // reported as a failure of the batch (which would then be written twice).
+        let due = self
+            .rotate_due
+            .or((self.size >= self.cfg.rotate_size).then_some("size"));
+        if let Some(reason) = due {
+            if let Err(e) = self.rotate(reason) {
+                tracing::warn!(error = %e, "audit log: rotation failed; retrying later");
+            }
         }
         Ok(())
     }
@@ -295,6 +344,12 @@ impl Sink for FileSink {
     }
 
     fn tick(&mut self) -> io::Result<()> {
+        if self.needs_start {
+            self.write_start()?;
+        }
+        if let Some(reason) = self.rotate_due {
+            self.rotate(reason)?;
+        }
         if self.since_checkpoint > 0
             && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval
         {
@@ -311,6 +366,9 @@ impl Sink for FileSink {
     }
 
     fn close(&mut self) -> io::Result<()> {
+        if self.needs_start {
+            self.write_start()?;
+        }
         let saved = self.save();
         self.buf.clear();
         self.push_signed("seal", Some("shutdown"));

@@ -148,6 +148,10 @@ impl Shared {
     fn fail_closed(&self) -> bool {
         self.writer.config().failure == FailurePolicy::Closed
     }
+
+    fn waits(&self) -> bool {
+        self.writer.waits_for_durable()
+    }
 }
 
 impl<S> Layer<S> for AuditLayer {
@@ -296,8 +300,10 @@ where
                     shared.metrics.record(&rec);
                     let bytes = serde_json::to_vec(&rec).unwrap_or_default();
                     let a = slot.send(Bytes::from(bytes));
-                    if let Ok(mut cell) = ack.lock() {
-                        *cell = Some(a);
+                    if shared.waits() {
+                        if let Ok(mut cell) = ack.lock() {
+                            *cell = Some(a);
+                        }
                     }
                 }
             };
@@ -578,7 +584,7 @@ async fn edge_record(shared: &Shared, facts: EdgeFacts, status: u16, failure: Op
             let _ = slot.send(Bytes::from(serde_json::to_vec(&rec).unwrap_or_default()));
         }
         Err(e) => {
-            tracing::warn!(error = %e, "audit: could not queue the record of a refused request");
+            tracing::debug!(error = %e, "audit: could not queue the record of a refused request");
         }
     }
 }

@@ -322,8 +322,7 @@ impl RequestFacts {
             None | Some(Endpoint::Messages | Endpoint::CountTokens)
         );
         let (prompt_hash, prefix) = if is_messages {
-            let bytes = serde_json::to_vec(body).unwrap_or_default();
-            (tagged(&sha256(&bytes)), cache_split(body))
+            prompt_hashes(body)
         } else {
             (tagged(&sha256(req.uri().path().as_bytes())), None)
         };
@@ -353,52 +352,134 @@ impl RequestFacts {
     }
 }
 
-/// Splits the prompt at the last `cache_control` breakpoint, in the order the API caches
-/// it (tools, system, messages), and hashes both parts. `None` without a breakpoint.
-fn cache_split(req: &MessagesRequest) -> Option<(String, String)> {
-    // Each element of the prompt as JSON, and whether it carries a breakpoint.
-    let mut items: Vec<(Vec<u8>, bool)> = Vec::new();
-    for t in req.tools.iter().flatten() {
-        items.push((
-            serde_json::to_vec(t).unwrap_or_default(),
-            t.cache_control.is_some(),
-        ));
+/// The request's parameters: every member but `tools`, `system` and `messages`.
+struct Params<'a>(&'a MessagesRequest);
+
+impl Serialize for Params<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("model", &r.model)?;
+        if let Some(v) = &r.max_tokens {
+            m.serialize_entry("max_tokens", v)?;
+        }
+        if let Some(v) = &r.stream {
+            m.serialize_entry("stream", v)?;
+        }
+        if let Some(v) = &r.temperature {
+            m.serialize_entry("temperature", v)?;
+        }
+        if let Some(v) = &r.top_p {
+            m.serialize_entry("top_p", v)?;
+        }
+        if let Some(v) = &r.top_k {
+            m.serialize_entry("top_k", v)?;
+        }
+        if let Some(v) = &r.stop_sequences {
+            m.serialize_entry("stop_sequences", v)?;
+        }
+        if let Some(v) = &r.tool_choice {
+            m.serialize_entry("tool_choice", v)?;
+        }
+        if let Some(v) = &r.thinking {
+            m.serialize_entry("thinking", v)?;
+        }
+        if let Some(v) = &r.metadata {
+            m.serialize_entry("metadata", v)?;
+        }
+        if let Some(v) = &r.service_tier {
+            m.serialize_entry("service_tier", v)?;
+        }
+        for (k, v) in r.extra.iter() {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
-    let blocks = |c: &Content, role: &[u8], items: &mut Vec<(Vec<u8>, bool)>| match c {
-        Content::Text(t) => {
-            let mut v = role.to_vec();
-            v.extend_from_slice(&serde_json::to_vec(t).unwrap_or_default());
-            items.push((v, false));
+}
+
+/// One element of the prompt, in the order the API caches it.
+enum Part<'a> {
+    Tool(&'a ai_core::wire::Tool),
+    Text(&'static [u8], &'a str),
+    Block(&'static [u8], &'a ContentBlock),
+}
+
+fn prompt_parts(req: &MessagesRequest) -> Vec<Part<'_>> {
+    let mut parts = Vec::with_capacity(16);
+    for t in req.tools.iter().flatten() {
+        parts.push(Part::Tool(t));
+    }
+    fn push<'a>(c: &'a Content, role: &'static [u8], parts: &mut Vec<Part<'a>>) {
+        match c {
+            Content::Text(t) => parts.push(Part::Text(role, t)),
+            Content::Blocks(bs) => parts.extend(bs.iter().map(|b| Part::Block(role, b))),
         }
-        Content::Blocks(bs) => {
-            for b in bs {
-                let mut v = role.to_vec();
-                v.extend_from_slice(&serde_json::to_vec(b).unwrap_or_default());
-                items.push((v, has_breakpoint(b)));
-            }
-        }
-    };
+    }
     if let Some(s) = &req.system {
-        blocks(s, b"system:", &mut items);
+        push(s, b"system", &mut parts);
     }
     for m in &req.messages {
-        let role: &[u8] = match m.role {
-            Role::User => b"user:",
-            Role::Assistant => b"assistant:",
+        let role: &'static [u8] = match m.role {
+            Role::User => b"user",
+            Role::Assistant => b"assistant",
         };
-        blocks(&m.content, role, &mut items);
+        push(&m.content, role, &mut parts);
     }
-    let last = items.iter().rposition(|(_, bp)| *bp)?;
+    parts
+}
+
+/// The prompt hashes, from one serialization of the request. The prompt elements, in the
+/// order the API caches them (each tool; each system block; each message's blocks), are
+/// hashed as length-prefixed items (role: `tool`, `system`, `user`, `assistant`; then the
+/// element's JSON) in two runs: up to and including the last `cache_control` breakpoint
+/// (`P`, the `cache_prefix_hash`) and after it (`U`, the `uncached_hash`; everything when
+/// there is no breakpoint). `prompt_hash` is SHA-256 of the length-prefixed items
+/// `SHA-256(parameters)`, `P`, `U`, the parameters being every member but `tools`,
+/// `system` and `messages` as a JSON object. JSON is the gateway's canonical serialization
+/// (the bytes it forwards), so each element is hashed once.
+fn prompt_hashes(req: &MessagesRequest) -> (String, Option<(String, String)>) {
+    let parts = prompt_parts(req);
+    let last_breakpoint = parts.iter().rposition(|p| match p {
+        Part::Tool(t) => t.cache_control.is_some(),
+        Part::Text(..) => false,
+        Part::Block(_, b) => has_breakpoint(b),
+    });
     let mut prefix = Hasher::new();
     let mut rest = Hasher::new();
-    for (i, (bytes, _)) in items.iter().enumerate() {
-        if i <= last {
-            prefix.item(bytes);
-        } else {
-            rest.item(bytes);
-        }
+    let mut buf = Vec::with_capacity(1024);
+    let _ = serde_json::to_writer(&mut buf, &Params(req));
+    let params = sha256(&buf);
+    for (i, part) in parts.iter().enumerate() {
+        buf.clear();
+        let role: &[u8] = match part {
+            Part::Tool(t) => {
+                let _ = serde_json::to_writer(&mut buf, t);
+                b"tool"
+            }
+            Part::Text(role, t) => {
+                let _ = serde_json::to_writer(&mut buf, t);
+                role
+            }
+            Part::Block(role, b) => {
+                let _ = serde_json::to_writer(&mut buf, b);
+                role
+            }
+        };
+        let h = match last_breakpoint {
+            Some(last) if i <= last => &mut prefix,
+            _ => &mut rest,
+        };
+        h.item(role);
+        h.item(&buf);
     }
-    Some((tagged(&prefix.finish()), tagged(&rest.finish())))
+    let (prefix, rest) = (prefix.finish(), rest.finish());
+    let mut whole = Hasher::new();
+    whole.item(&params);
+    whole.item(&prefix);
+    whole.item(&rest);
+    let split = last_breakpoint.map(|_| (tagged(&prefix), tagged(&rest)));
+    (tagged(&whole.finish()), split)
 }
 
 fn has_breakpoint(b: &ContentBlock) -> bool {
@@ -434,17 +515,18 @@ fn tool_results(req: &MessagesRequest) -> Vec<ToolRec> {
             }),
             _ => None,
         });
+        // The result as the gateway forwards it (its canonical serialization).
         let result = r
             .content
             .as_ref()
-            .and_then(|c| serde_json::to_string(c).ok())
-            .unwrap_or_else(|| "null".to_owned());
+            .and_then(|c| serde_json::to_vec(c).ok())
+            .unwrap_or_else(|| b"null".to_vec());
         out.push(ToolRec {
             tool_use_id: r.tool_use_id.clone(),
             tool_name: call.map(|u| u.name.clone()),
             arguments_hash: call.map(|u| canonical_hash(u.input.get())),
             decision: String::new(),
-            result_hash: Some(canonical_hash(&result)),
+            result_hash: Some(tagged(&sha256(&result))),
         });
     }
     out
@@ -791,6 +873,31 @@ impl RequestFacts {
             capture,
         }
     }
+}
+
+/// The record [`AuditLayer`](crate::AuditLayer) would write for `req` and `completion`,
+/// from the request and the facts in its extensions alone (what the layer learns from
+/// the response body itself, tool calls and output size, is not in it). For custom
+/// pipelines that write records of their own, and for benchmarks.
+pub fn build(req: &http::Request<MessagesRequest>, completion: &Completion) -> AuditRecord {
+    let facts = RequestFacts::capture(req);
+    let report = req
+        .extensions()
+        .get::<CallReport>()
+        .cloned()
+        .unwrap_or_default();
+    let verdicts = req
+        .extensions()
+        .get::<Verdicts>()
+        .cloned()
+        .unwrap_or_default();
+    facts.finish(Finish {
+        completion,
+        report: &report,
+        verdicts: &verdicts,
+        observed: &mut Observed::default(),
+        capture: false,
+    })
 }
 
 /// A record of a request the typed layer never saw (refused by authentication or by the

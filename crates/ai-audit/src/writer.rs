@@ -17,8 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 pub enum Fsync {
     /// After every batch (group commit: under load one `fsync` covers many records).
     Always,
-    /// At most this long after a record was written. Acknowledgements wait for it, so a
-    /// response can be held up to this long; fewer `fsync`s under light load.
+    /// At most this long after a record was written. Responses do not wait for their
+    /// record (it is acknowledged, internally, at the next `fsync`): a crash can lose the
+    /// records of the last interval. No `fsync` on the request path.
     Every(Duration),
 }
 
@@ -240,6 +241,11 @@ impl AuditWriter {
     /// Failed writes or syncs since start.
     pub fn write_errors(&self) -> u64 {
         self.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether responses wait for their record to be durable ([`Fsync::Always`]).
+    pub fn waits_for_durable(&self) -> bool {
+        self.cfg.fsync == Fsync::Always
     }
 
     /// Records dropped (fail-open only) since start.

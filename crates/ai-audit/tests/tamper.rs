@@ -383,3 +383,28 @@ fn a_restart_after_a_crash_cuts_the_torn_line_and_seals() {
             .contains("\"reason\":\"recovered\"")
     );
 }
+
+#[test]
+fn a_failed_rotation_is_retried_and_writes_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (key, _) = SigningKey::generate().expect("key");
+    let public = key.public_key().clone();
+    let mut cfg = FileSinkConfig::new(dir.path(), key);
+    cfg.rotate_size = 1024;
+    let mut sink = FileSink::open(cfg).expect("open");
+    // Something sits where the next segment would go: its creation fails.
+    let blocker = seg(dir.path(), 2);
+    std::fs::create_dir(&blocker).expect("blocker");
+    for i in 0..10 {
+        sink.append(&[record(i)])
+            .expect("the batch is written even when rotation fails");
+    }
+    assert_eq!(sink.segment(), 1);
+    std::fs::remove_dir(&blocker).expect("rm");
+    sink.append(&[record(10)]).expect("append");
+    assert_eq!(sink.segment(), 2, "the rotation was retried");
+    sink.close().expect("close");
+    let report = verify_dir(dir.path(), &[public]).expect("verify");
+    assert!(report.is_ok(), "{:?}", report.problem);
+    assert_eq!(report.records, 11, "no record written twice or lost");
+}
