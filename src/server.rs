@@ -236,7 +236,10 @@ where
     };
     if let Some(audit) = &config.audit {
         audit.flush_aggregates();
-        audit.writer().close_async().await;
+        audit
+            .writer()
+            .close_async(std::time::Duration::from_secs(5))
+            .await;
     }
     served
 }

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! A line's hash is the SHA-256 of its bytes without the newline. A signature is Ed25519
-//! over [`signed_message`]: the format name, the segment number, and the `seq` and `prev`
-//! of the signing line, so it covers every line before it.
+//! over [`signed_message`]: the format name, the segment number, the `seq`, `prev` and
+//! `kind` of the signing line and its detail, so it covers every line before it and what
+//! the signing line says about itself.
 
 use crate::hash::{Digest, hex, sha256};
 use base64::Engine as _;
@@ -23,9 +24,20 @@ pub const FORMAT: &str = "ai-audit/v1";
 /// The `prev` of the very first line of a log: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The bytes a checkpoint or seal signs.
-pub fn signed_message(segment: u64, seq: u64, prev: &str) -> String {
-    format!("{FORMAT}\n{segment}\n{seq}\n{prev}")
+/// The bytes a signed entry signs: the format, the segment, the entry's `seq` and `prev`,
+/// its `kind` (`segment_start`, `checkpoint`, `seal`) and its detail (a seal's `reason`,
+/// a `segment_start`'s `checkpoint_every`; empty for a checkpoint).
+pub fn signed_message(
+    segment: u64,
+    seq: u64,
+    prev: &str,
+    kind: &str,
+    detail: Option<&str>,
+) -> String {
+    format!(
+        "{FORMAT}\n{segment}\n{seq}\n{prev}\n{kind}\n{}",
+        detail.unwrap_or("")
+    )
 }
 
 /// An error in a key given as text.
@@ -187,11 +199,18 @@ mod tests {
         let (key, seed) = SigningKey::generate().expect("key");
         let again = SigningKey::from_base64(&seed).expect("seed");
         assert_eq!(key.public_key(), again.public_key());
-        let msg = signed_message(1, 5, GENESIS);
+        let msg = signed_message(1, 5, GENESIS, "checkpoint", None);
         let sig = key.sign(msg.as_bytes());
         let public = PublicKey::from_base64(&key.public_key().to_base64()).expect("pub");
         assert!(public.verify(msg.as_bytes(), &sig));
-        assert!(!public.verify(signed_message(1, 6, GENESIS).as_bytes(), &sig));
+        assert!(!public.verify(
+            signed_message(1, 6, GENESIS, "checkpoint", None).as_bytes(),
+            &sig
+        ));
+        assert!(!public.verify(
+            signed_message(1, 5, GENESIS, "seal", Some("shutdown")).as_bytes(),
+            &sig
+        ));
         let (other, _) = SigningKey::generate().expect("key");
         assert!(!other.public_key().verify(msg.as_bytes(), &sig));
         assert_ne!(other.public_key().key_id(), key.public_key().key_id());

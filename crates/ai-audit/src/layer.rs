@@ -282,9 +282,7 @@ where
                 let ack = ack.clone();
                 let span = span.clone();
                 move |c: Completion| {
-                    let Ok(mut obs) = observed.lock() else {
-                        return;
-                    };
+                    let mut obs = observed.lock().unwrap_or_else(|p| p.into_inner());
                     if obs.stream {
                         metrics::gauge!("gen_ai_gateway_streams_in_flight").decrement(1.0);
                     }
@@ -540,7 +538,7 @@ where
                 .headers()
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+                .map(record::bounded),
             started: SystemTime::now(),
             start: Instant::now(),
             endpoint: endpoint_of(req.uri().path()),
@@ -552,14 +550,14 @@ where
             let resp = fut.await?;
             if !claim.0.load(Ordering::Relaxed) {
                 let failure = resp.extensions().get::<AuthFailure>().map(|f| f.0);
-                edge_record(&shared, facts, resp.status().as_u16(), failure).await;
+                edge_record(&shared, facts, resp.status().as_u16(), failure);
             }
             Ok(resp)
         })
     }
 }
 
-async fn edge_record(shared: &Shared, facts: EdgeFacts, status: u16, failure: Option<&str>) {
+fn edge_record(shared: &Shared, facts: EdgeFacts, status: u16, failure: Option<&str>) {
     let source = facts.source.map(|a| a.0.ip());
     let (write, aggregates) = match failure {
         Some(reason) => shared
@@ -578,13 +576,15 @@ async fn edge_record(shared: &Shared, facts: EdgeFacts, status: u16, failure: Op
     }
     let rec = facts.finish(status, failure);
     shared.metrics.record(&rec);
-    // A refusal has no answer to hold back: the record is queued, not waited for.
-    match shared.writer.reserve().await {
-        Ok(slot) => {
+    // A refusal has no answer to hold back, and must not hold up the requests that got
+    // in: its record is queued if there is room now, and counted otherwise.
+    match shared.writer.try_reserve() {
+        Some(slot) => {
             let _ = slot.send(Bytes::from(serde_json::to_vec(&rec).unwrap_or_default()));
         }
-        Err(e) => {
-            tracing::debug!(error = %e, "audit: could not queue the record of a refused request");
+        None => {
+            metrics::counter!("gen_ai_gateway_audit_suppressed_total").increment(1);
+            tracing::debug!("audit: no room to queue the record of a refused request");
         }
     }
 }

@@ -41,7 +41,7 @@
 //! )?);
 //! svc.oneshot(req).await?; // returns once the record is on disk
 //!
-//! audit.writer().close_async().await; // seals the segment
+//! audit.writer().close_async(std::time::Duration::from_secs(5)).await; // seals the segment
 //! let report = verify_dir(dir.path(), &[public])?;
 //! assert!(report.is_ok(), "{:?}", report.problem);
 //! assert_eq!(report.records, 1);

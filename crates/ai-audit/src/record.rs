@@ -269,6 +269,22 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
+/// Longest a caller-chosen string (model, tool name, media type, request id) is kept in a
+/// record: names, not text, belong there.
+pub(crate) const MAX_NAME: usize = 256;
+
+/// `s`, cut to [`MAX_NAME`] bytes (at a character boundary).
+pub(crate) fn bounded(s: &str) -> String {
+    if s.len() <= MAX_NAME {
+        return s.to_owned();
+    }
+    let mut end = MAX_NAME;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
 /// A fresh record id: `ar_` and 24 hex digits.
 pub(crate) fn record_id() -> String {
     let id = RequestId::generate();
@@ -328,15 +344,15 @@ impl RequestFacts {
         };
         let (cache_prefix_hash, uncached_hash) = prefix.unzip();
         RequestFacts {
-            request_id: ext.get::<RequestId>().map(|r| r.as_str().to_owned()),
+            request_id: ext.get::<RequestId>().map(|r| bounded(r.as_str())),
             started,
             start,
             timings,
             principal: ext.get::<Principal>().cloned(),
             surface: ext.get::<Surface>().map_or("anthropic", |s| s.0),
             endpoint: endpoint.map(endpoint_name),
-            model: body.model.clone(),
-            workload: ext.get::<Workload>().map(|w| w.0.to_string()),
+            model: bounded(&body.model),
+            workload: ext.get::<Workload>().map(|w| bounded(&w.0)),
             stream: body.is_stream(),
             local_input: if is_messages {
                 ai_core::tokens::estimate_request(body)
@@ -503,18 +519,29 @@ fn tool_results(req: &MessagesRequest) -> Vec<ToolRec> {
     let Content::Blocks(blocks) = &last.content else {
         return Vec::new();
     };
+    if !blocks
+        .iter()
+        .any(|b| matches!(b, ContentBlock::ToolResult(_)))
+    {
+        return Vec::new();
+    }
+    // The calls of the conversation by id, built once (a request can carry many).
+    let mut calls = std::collections::HashMap::new();
+    for m in req.messages.iter().filter(|m| m.role == Role::Assistant) {
+        if let Content::Blocks(bs) = &m.content {
+            for b in bs {
+                if let ContentBlock::ToolUse(u) = b {
+                    calls.insert(u.id.as_str(), u);
+                }
+            }
+        }
+    }
     let mut out = Vec::new();
     for b in blocks {
         let ContentBlock::ToolResult(r) = b else {
             continue;
         };
-        let call = req.messages.iter().rev().find_map(|m| match &m.content {
-            Content::Blocks(bs) if m.role == Role::Assistant => bs.iter().find_map(|b| match b {
-                ContentBlock::ToolUse(u) if u.id == r.tool_use_id => Some(u),
-                _ => None,
-            }),
-            _ => None,
-        });
+        let call = calls.get(r.tool_use_id.as_str()).copied();
         // The result as the gateway forwards it (its canonical serialization).
         let result = r
             .content
@@ -522,8 +549,8 @@ fn tool_results(req: &MessagesRequest) -> Vec<ToolRec> {
             .and_then(|c| serde_json::to_vec(c).ok())
             .unwrap_or_else(|| b"null".to_vec());
         out.push(ToolRec {
-            tool_use_id: r.tool_use_id.clone(),
-            tool_name: call.map(|u| u.name.clone()),
+            tool_use_id: bounded(&r.tool_use_id),
+            tool_name: call.map(|u| bounded(&u.name)),
             arguments_hash: call.map(|u| canonical_hash(u.input.get())),
             decision: String::new(),
             result_hash: Some(tagged(&sha256(&result))),
@@ -550,7 +577,7 @@ fn attachment(block: &str, source: &ai_core::wire::RawJson) -> AttachmentRec {
     let parsed: Option<Source<'_>> = source.parse().ok();
     let (kind, media_type, digest) = match parsed {
         Some(s) => {
-            let kind = s.kind.as_deref().unwrap_or("unknown").to_owned();
+            let kind = bounded(s.kind.as_deref().unwrap_or("unknown"));
             let digest = if let (Some(data), "base64") = (&s.data, kind.as_str()) {
                 match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
                     Ok(bytes) => sha256(&bytes),
@@ -566,7 +593,7 @@ fn attachment(block: &str, source: &ai_core::wire::RawJson) -> AttachmentRec {
             } else {
                 sha256(source.get().as_bytes())
             };
-            (kind, s.media_type.map(|m| m.into_owned()), digest)
+            (kind, s.media_type.map(|m| bounded(&m)), digest)
         }
         None => ("unknown".to_owned(), None, sha256(source.get().as_bytes())),
     };
@@ -622,8 +649,8 @@ impl Observed {
                 ContentBlock::Text(t) => self.output_bytes += t.text.len() as u64,
                 ContentBlock::Thinking(t) => self.output_bytes += t.thinking.len() as u64,
                 ContentBlock::ToolUse(u) => self.tool_calls.push(ToolRec {
-                    tool_use_id: u.id.clone(),
-                    tool_name: Some(u.name.clone()),
+                    tool_use_id: bounded(&u.id),
+                    tool_name: Some(bounded(&u.name)),
                     arguments_hash: Some(canonical_hash(u.input.get())),
                     decision: String::new(),
                     result_hash: None,
@@ -640,8 +667,8 @@ impl Observed {
             E::ContentBlockStart(s) => {
                 if let ContentBlock::ToolUse(u) = &*s.content_block {
                     self.tool_calls.push(ToolRec {
-                        tool_use_id: u.id.clone(),
-                        tool_name: Some(u.name.clone()),
+                        tool_use_id: bounded(&u.id),
+                        tool_name: Some(bounded(&u.name)),
                         arguments_hash: None,
                         decision: String::new(),
                         result_hash: None,

@@ -126,6 +126,8 @@ struct Entry {
     sig: Option<String>,
     #[serde(default)]
     checkpoint_every: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 struct Last {
@@ -151,6 +153,22 @@ pub fn verify_dir(dir: &Path, trusted: &[PublicKey]) -> io::Result<Report> {
         report.notes.push(
             "no public key given: signatures NOT checked (a rewritten log would pass)".to_owned(),
         );
+    }
+    // A segment file being created (rotation creates the next file before it seals the
+    // current one): not part of the log yet.
+    let mut segments = segments;
+    if segments.len() > 1 {
+        if let Some((n, path)) = segments.last() {
+            if std::fs::metadata(path)
+                .map(|m| m.len() == 0)
+                .unwrap_or(false)
+            {
+                report.notes.push(format!(
+                    "segment {n} is empty (being created, or created just before a crash): not verified"
+                ));
+                segments.pop();
+            }
+        }
     }
     let mut v = Verifier {
         trusted,
@@ -237,6 +255,7 @@ impl Verifier<'_> {
         let mut checkpoint_every = u64::MAX;
         let mut since_checkpoint = 0u64;
         let mut last_kind = String::new();
+        let mut last_reason: Option<String> = None;
         for (i, raw) in lines.iter().enumerate() {
             let lineno = i as u64 + 1;
             let entry: Entry = match serde_json::from_slice(raw) {
@@ -340,7 +359,16 @@ impl Verifier<'_> {
                         ),
                     ));
                 }
-                checkpoint_every = entry.checkpoint_every.unwrap_or(u64::MAX).max(1);
+                let Some(every) = entry.checkpoint_every.filter(|&e| e > 0) else {
+                    return Err(problem(
+                        ProblemKind::Edited,
+                        Some(1),
+                        Some(entry.seq),
+                        "the segment_start has no checkpoint_every".to_owned(),
+                    ));
+                };
+                checkpoint_every = every;
+                self.check_signature(n, 1, &entry)?;
             } else if last_kind == "seal" {
                 return Err(problem(
                     ProblemKind::Inserted,
@@ -393,18 +421,41 @@ impl Verifier<'_> {
                 segment: n,
                 line: lineno,
             });
+            last_reason = entry.reason.clone();
             last_kind = entry.kind;
         }
         if complete < data.len() {
-            return Err(problem(
-                ProblemKind::Truncated,
-                Some(lines.len() as u64 + 1),
-                None,
-                format!(
-                    "the segment ends mid-line ({} bytes after the last newline)",
+            if is_last && last_kind != "seal" {
+                // A line being written, or torn by a crash (the next start cuts it).
+                self.report.notes.push(format!(
+                    "segment {n} ends mid-line ({} bytes after the last newline): a line being written, or torn by a crash; not verified",
                     data.len() - complete
+                ));
+            } else {
+                return Err(problem(
+                    ProblemKind::Truncated,
+                    Some(lines.len() as u64 + 1),
+                    None,
+                    format!(
+                        "the segment ends mid-line ({} bytes after the last newline)",
+                        data.len() - complete
+                    ),
+                ));
+            }
+        }
+        if is_last && last_kind == "seal" && last_reason.as_deref() != Some("shutdown") {
+            // Only a shutdown seal ends a log: after any other the gateway went on in a
+            // next segment.
+            return Err(Problem {
+                kind: ProblemKind::MissingSegment,
+                segment: n + 1,
+                line: None,
+                seq: self.last.as_ref().map(|l| l.seq + 1),
+                detail: format!(
+                    "the log ends with a {:?} seal of segment {n}: the segments after it are missing",
+                    last_reason.as_deref().unwrap_or("")
                 ),
-            ));
+            });
         }
         if last_kind != "seal" {
             if is_last {
@@ -444,7 +495,11 @@ impl Verifier<'_> {
                 ),
             ));
         };
-        let msg = chain::signed_message(n, e.seq, &e.prev);
+        let detail = match e.kind.as_str() {
+            "segment_start" => e.checkpoint_every.map(|c| c.to_string()),
+            _ => e.reason.clone(),
+        };
+        let msg = chain::signed_message(n, e.seq, &e.prev, &e.kind, detail.as_deref());
         if !key.verify(msg.as_bytes(), e.sig.as_deref().unwrap_or("")) {
             return Err(problem(
                 ProblemKind::BadSignature,

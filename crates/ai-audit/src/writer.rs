@@ -130,6 +130,8 @@ struct Shared {
     written: AtomicU64,
     write_errors: AtomicU64,
     dropped: AtomicU64,
+    /// The writer thread has stopped (closed, or a panic in the sink).
+    dead: AtomicBool,
 }
 
 /// The handle to a log's writer thread. Clones share it; the thread seals the log on
@@ -205,6 +207,7 @@ impl AuditWriter {
             written: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
         });
         let cfg = Arc::new(cfg);
         let thread = std::thread::Builder::new()
@@ -212,7 +215,19 @@ impl AuditWriter {
             .spawn({
                 let shared = shared.clone();
                 let cfg = cfg.clone();
-                move || run(sink, rx, &shared, &cfg)
+                move || {
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run(sink, rx, &shared, &cfg)
+                    }));
+                    shared.dead.store(true, Ordering::Relaxed);
+                    if ran.is_err() {
+                        shared.healthy.store(false, Ordering::Relaxed);
+                        metrics::gauge!("gen_ai_gateway_audit_sink_healthy").set(0.0);
+                        tracing::error!(
+                            "audit log: the writer thread panicked; no record can be written"
+                        );
+                    }
+                }
             })?;
         Ok(AuditWriter {
             tx,
@@ -256,6 +271,9 @@ impl AuditWriter {
     /// Takes room for one record: refused at once when the sink is failing under
     /// fail-closed, after the enqueue timeout when the queue stays full.
     pub async fn reserve(&self) -> Result<Slot, Unavailable> {
+        if self.shared.dead.load(Ordering::Relaxed) {
+            return Err(Unavailable::Closed);
+        }
         if self.shared.failure == FailurePolicy::Closed && !self.is_healthy() {
             return Err(Unavailable::SinkFailing);
         }
@@ -276,6 +294,20 @@ impl AuditWriter {
             }
         };
         Ok(Slot {
+            writer: self.clone(),
+            permit,
+        })
+    }
+
+    /// Room for one record if there is some now (never waits).
+    pub fn try_reserve(&self) -> Option<Slot> {
+        if self.shared.dead.load(Ordering::Relaxed)
+            || (self.shared.failure == FailurePolicy::Closed && !self.is_healthy())
+        {
+            return None;
+        }
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(Slot {
             writer: self.clone(),
             permit,
         })
@@ -303,8 +335,15 @@ impl AuditWriter {
         }
     }
 
-    /// [`close`](Self::close) from async code.
-    pub async fn close_async(&self) {
+    /// [`close`](Self::close) from async code, after waiting up to `grace` for the
+    /// records of requests still in flight (their room in the queue comes back once their
+    /// record is handed over and written).
+    pub async fn close_async(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while self.permits.available_permits() < self.cfg.queue.max(1) && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || this.close()).await;
     }
@@ -363,8 +402,9 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
                 }
             }
         }
-        let retry_due = Instant::now() >= next_retry;
-        if shared.healthy.load(Ordering::Relaxed) || retry_due {
+        let was_healthy = shared.healthy.load(Ordering::Relaxed);
+        if was_healthy || Instant::now() >= next_retry {
+            let mut ok = true;
             // Append the backlog in batches.
             while !backlog.is_empty() {
                 let n = backlog.len().min(cfg.max_batch.max(1));
@@ -377,7 +417,7 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
                     }
                     Err(e) => {
                         fail(shared, &e, "append");
-                        next_retry = Instant::now() + cfg.retry_interval;
+                        ok = false;
                         if shared.failure == FailurePolicy::Open {
                             shed(&mut backlog, shared, cfg.queue);
                         }
@@ -385,13 +425,16 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
                     }
                 }
             }
+            // A recovering sink proves itself with an fsync at once.
             let sync_due = match cfg.fsync {
                 Fsync::Always => true,
                 Fsync::Every(d) => {
-                    closing.is_some() || oldest_unsynced.is_some_and(|t| t.elapsed() >= d)
+                    !was_healthy
+                        || closing.is_some()
+                        || oldest_unsynced.is_some_and(|t| t.elapsed() >= d)
                 }
             };
-            if !unsynced.is_empty() && sync_due {
+            if ok && !unsynced.is_empty() && sync_due {
                 match sink.sync() {
                     Ok(()) => {
                         shared
@@ -403,35 +446,46 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
                             item.ack(Ok(()));
                         }
                         oldest_unsynced = None;
-                        if backlog.is_empty() && !shared.healthy.swap(true, Ordering::Relaxed) {
-                            tracing::warn!("audit log: writing again");
-                            metrics::gauge!("gen_ai_gateway_audit_sink_healthy").set(1.0);
-                        }
                     }
                     Err(e) => {
                         fail(shared, &e, "fsync");
-                        next_retry = Instant::now() + cfg.retry_interval;
+                        ok = false;
                     }
                 }
             }
+            // Housekeeping (timed checkpoints, rotation) twice a second, and on every
+            // retry of a failing sink.
+            if ok && (!was_healthy || last_tick.elapsed() >= Duration::from_millis(500)) {
+                last_tick = Instant::now();
+                if let Err(e) = sink.tick() {
+                    fail(shared, &e, "housekeeping");
+                    ok = false;
+                }
+            }
+            if !ok {
+                next_retry = Instant::now() + cfg.retry_interval;
+            } else if !was_healthy && backlog.is_empty() && unsynced.is_empty() {
+                shared.healthy.store(true, Ordering::Relaxed);
+                tracing::warn!("audit log: writing again");
+                metrics::gauge!("gen_ai_gateway_audit_sink_healthy").set(1.0);
+            }
         }
         if shared.failure == FailurePolicy::Open && !shared.healthy.load(Ordering::Relaxed) {
-            // Fail-open: nobody waits on a record that cannot be written now.
-            // Their room in the queue is given back so new requests are not held up.
+            // Fail-open: nobody waits on a record that cannot be written now, and its
+            // room in the queue is given back so new requests are not held up. Records
+            // appended but not synced keep only a count (their bytes are in the sink).
             for item in backlog.iter_mut() {
                 if let Some(tx) = item.ack.take() {
                     let _ = tx.send(Err(Unavailable::NotDurable));
                 }
                 item.permit.take();
             }
-        }
-        if last_tick.elapsed() >= Duration::from_millis(500) {
-            last_tick = Instant::now();
-            if shared.healthy.load(Ordering::Relaxed) {
-                if let Err(e) = sink.tick() {
-                    fail(shared, &e, "housekeeping");
-                    next_retry = Instant::now() + cfg.retry_interval;
+            for item in unsynced.iter_mut() {
+                if let Some(tx) = item.ack.take() {
+                    let _ = tx.send(Err(Unavailable::NotDurable));
                 }
+                item.permit.take();
+                item.bytes = Bytes::new();
             }
         }
         if let Some(done) = closing.take() {

@@ -517,7 +517,10 @@ async fn every_outcome_yields_exactly_one_record() {
     assert_eq!(r.outcome, "cancelled");
 
     assert_eq!(h.records().len(), n + 2, "one record per request, no more");
-    h.layer.writer().close_async().await;
+    h.layer
+        .writer()
+        .close_async(std::time::Duration::from_secs(5))
+        .await;
     let report = verify_dir(h.dir.path(), std::slice::from_ref(&h.public)).expect("verify");
     assert!(report.is_ok(), "{:?}", report.problem);
 }
@@ -559,7 +562,10 @@ async fn failed_authentications_are_recorded_and_a_flood_is_aggregated() {
         .expect("req");
     layer.edge().layer(bad).oneshot(req).await.expect("ok");
     layer.flush_aggregates();
-    layer.writer().close_async().await;
+    layer
+        .writer()
+        .close_async(std::time::Duration::from_secs(5))
+        .await;
 
     let recs = records_in(h.dir.path());
     let full: Vec<_> = recs.iter().filter(|r| r.outcome == "auth_failed").collect();
@@ -612,6 +618,12 @@ impl Sink for Failing {
     }
     fn sync(&mut self) -> std::io::Result<()> {
         self.inner.sync()
+    }
+    fn tick(&mut self) -> std::io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        self.inner.tick()
     }
     fn close(&mut self) -> std::io::Result<()> {
         self.inner.close()
@@ -668,7 +680,10 @@ async fn fail_closed_refuses_with_503_and_loses_no_acknowledged_record() {
     assert_eq!(refused, 10, "every request while the disk was full got 503");
     assert_eq!(acknowledged.len(), 20);
     assert!(layer.writer().write_errors() > 0);
-    layer.writer().close_async().await;
+    layer
+        .writer()
+        .close_async(std::time::Duration::from_secs(5))
+        .await;
     let recs = records_in(dir.path());
     for id in &acknowledged {
         assert!(
@@ -692,8 +707,54 @@ async fn fail_open_serves_on_and_counts() {
     assert!(!layer.writer().is_healthy());
     assert!(layer.writer().write_errors() > 0);
     fail.store(false, Ordering::SeqCst);
-    layer.writer().close_async().await;
+    layer
+        .writer()
+        .close_async(std::time::Duration::from_secs(5))
+        .await;
     // The records kept in memory were written once the sink recovered.
     assert_eq!(records_in(dir.path()).len(), 5);
+    assert!(verify_dir(dir.path(), &[public]).expect("verify").is_ok());
+}
+
+/// A housekeeping step (a timed checkpoint, a rotation) that fails while nothing is
+/// queued still marks the log failing, and the writer comes back once it works again.
+#[tokio::test]
+async fn a_failed_housekeeping_step_is_retried_and_the_writer_recovers() {
+    let (dir, public, layer, fail) = failing(FailurePolicy::Closed);
+    let svc = layer.layer(upstream(MockProvider::always(Script::text("ok"))));
+    svc.clone()
+        .oneshot(simple("before", false))
+        .await
+        .expect("ok");
+    fail.store(true, Ordering::SeqCst);
+    for _ in 0..100 {
+        if !layer.writer().is_healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!layer.writer().is_healthy(), "the failing tick was noticed");
+    let refused = svc.clone().oneshot(simple("during", false)).await;
+    assert_eq!(
+        refused.err().map(|e| e.status()),
+        Some(http::StatusCode::SERVICE_UNAVAILABLE)
+    );
+    fail.store(false, Ordering::SeqCst);
+    for _ in 0..100 {
+        if layer.writer().is_healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        layer.writer().is_healthy(),
+        "a retry of the tick brought the writer back"
+    );
+    svc.clone()
+        .oneshot(simple("after", false))
+        .await
+        .expect("served again");
+    layer.writer().close_async(Duration::from_secs(5)).await;
+    assert_eq!(records_in(dir.path()).len(), 2);
     assert!(verify_dir(dir.path(), &[public]).expect("verify").is_ok());
 }

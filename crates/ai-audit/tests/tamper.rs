@@ -235,11 +235,19 @@ fn rechain(dir: &Path, key: Option<&Attacker>) {
             if let Some(h) = &prev {
                 v["prev"] = serde_json::Value::from(h.clone());
             }
-            if let (Some(k), Some("checkpoint" | "seal")) = (key, v["kind"].as_str()) {
+            if let (Some(k), Some(kind @ ("checkpoint" | "seal" | "segment_start"))) =
+                (key, v["kind"].as_str())
+            {
+                let detail = match kind {
+                    "segment_start" => v["checkpoint_every"].as_u64().map(|c| c.to_string()),
+                    _ => v["reason"].as_str().map(str::to_owned),
+                };
                 let msg = ai_audit::signed_message(
                     n,
                     v["seq"].as_u64().expect("seq"),
                     v["prev"].as_str().expect("prev"),
+                    kind,
+                    detail.as_deref(),
                 );
                 v["key_id"] = serde_json::Value::from(k.key_id.clone());
                 v["sig"] = serde_json::Value::from(k.sign(msg.as_bytes()));
@@ -316,16 +324,8 @@ fn a_log_re_signed_with_another_key_is_caught() {
     l[i] = l[i].replace("\"outcome\":\"complete\"", "\"outcome\":\"rejected\"");
     write_lines(&p, &l);
     rechain(dir.path(), Some(&Attacker::new()));
-    let first_cp = (0..l.len())
-        .find(|&j| l[j].contains("\"kind\":\"checkpoint\""))
-        .expect("checkpoint");
-    expect(
-        dir.path(),
-        &key,
-        ProblemKind::UntrustedKey,
-        1,
-        Some(first_cp as u64 + 1),
-    );
+    // The first signed entry, the segment_start, names the attacker's key.
+    expect(dir.path(), &key, ProblemKind::UntrustedKey, 1, Some(1));
     // Without the trusted key the rewrite would pass: the report says signatures were
     // not checked.
     let report = verify_dir(dir.path(), &[]).expect("verify");
@@ -367,7 +367,13 @@ fn a_restart_after_a_crash_cuts_the_torn_line_and_seals() {
     bytes.extend_from_slice(b"{\"seq\":3,\"prev\":\"ab");
     std::fs::write(&p, &bytes).expect("write");
     let report = verify_dir(dir.path(), std::slice::from_ref(&public)).expect("verify");
-    assert_eq!(report.problem.map(|p| p.kind), Some(ProblemKind::Truncated));
+    // In the last segment a torn line is what a crash leaves: a note, cut at the next start.
+    assert!(report.is_ok(), "{:?}", report.problem);
+    assert!(
+        report.notes.iter().any(|n| n.contains("mid-line")),
+        "{:?}",
+        report.notes
+    );
     let key = SigningKey::from_base64(&seed).expect("seed");
     let mut sink = FileSink::open(FileSinkConfig::new(dir.path(), key)).expect("reopen");
     assert_eq!(sink.segment(), 2);
@@ -407,4 +413,42 @@ fn a_failed_rotation_is_retried_and_writes_nothing_twice() {
     let report = verify_dir(dir.path(), &[public]).expect("verify");
     assert!(report.is_ok(), "{:?}", report.problem);
     assert_eq!(report.records, 11, "no record written twice or lost");
+}
+
+#[test]
+fn the_newest_segments_removed_are_named() {
+    // The last remaining segment ends with a rotation seal, not a shutdown: the log went on.
+    let (dir, key) = fresh(60, 2048);
+    let last = ai_audit::list_segments(dir.path())
+        .expect("segments")
+        .last()
+        .expect("one")
+        .0;
+    std::fs::remove_file(seg(dir.path(), last)).expect("rm");
+    expect(dir.path(), &key, ProblemKind::MissingSegment, last, None);
+}
+
+#[test]
+fn a_seal_forged_from_a_checkpoint_is_caught() {
+    // Cut the last segment after a checkpoint and relabel it a shutdown seal: the
+    // signature covers the kind and the reason.
+    let (dir, key) = fresh(50, 1 << 20);
+    let p = seg(dir.path(), 1);
+    let mut l = lines(&p);
+    let cp = (0..l.len())
+        .find(|&j| l[j].contains("\"kind\":\"checkpoint\""))
+        .expect("checkpoint");
+    l.truncate(cp + 1);
+    l[cp] = l[cp].replace(
+        "\"kind\":\"checkpoint\"",
+        "\"kind\":\"seal\",\"reason\":\"shutdown\"",
+    );
+    write_lines(&p, &l);
+    expect(
+        dir.path(),
+        &key,
+        ProblemKind::BadSignature,
+        1,
+        Some(cp as u64 + 1),
+    );
 }
