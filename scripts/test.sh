@@ -54,6 +54,8 @@ cargo check --locked --quiet --no-default-features
 cargo check --locked --quiet --no-default-features --features provider
 cargo check --locked --quiet --no-default-features --features server
 cargo check --locked --quiet --no-default-features --features auth
+cargo check --locked --quiet --no-default-features --features audit
+cargo check --locked --quiet -p ai-audit
 cargo check --locked --quiet -p ai-auth
 cargo check --locked --quiet -p ai-core --no-default-features
 cargo check --locked --quiet -p ai-core --features test-util

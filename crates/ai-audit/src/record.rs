@@ -67,7 +67,7 @@ pub struct AuditRecord {
     pub latency_ms: f64,
     /// Time to the first output token, milliseconds.
     pub ttft_ms: Option<f64>,
-    /// How the call ended (see [`outcome`](crate::outcome)).
+    /// How the call ended (see [`outcome`]).
     pub outcome: String,
     /// The HTTP status the caller got.
     pub status: u16,
