@@ -63,9 +63,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = init_logging(&config.log) {
-        return fail(&e);
-    }
+    // Kept to the end: with the `otlp` feature it flushes the spans still batched.
+    let _telemetry = match init_logging(&config.log) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
@@ -181,17 +183,32 @@ fn log_filter(log: &LogSection) -> Result<tracing_subscriber::EnvFilter, String>
         .map_err(|e| format!("{origin}: \"{directives}\" is not a log filter: {e}"))
 }
 
-/// Logs go to stderr: plain text (colour only on a terminal) or JSON lines.
-fn init_logging(log: &LogSection) -> Result<(), String> {
+/// Logs go to stderr: plain text (colour only on a terminal) or JSON lines. Built with
+/// the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, the `gen_ai` spans also go to
+/// that OTLP/HTTP collector (the returned guard flushes them at exit).
+fn init_logging(log: &LogSection) -> Result<Option<Box<dyn std::any::Any>>, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = log_filter(log)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match log.format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    #[cfg(feature = "otlp")]
+    if let Some(endpoint) = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+    {
+        let (otlp, guard) = ai_gateway::otlp::layer(&endpoint, "ai-gateway")?;
+        registry.with(otlp).init();
+        tracing::info!(%endpoint, "gen_ai spans exported over OTLP/HTTP");
+        return Ok(Some(Box::new(guard)));
     }
-    Ok(())
+    registry.init();
+    Ok(None)
 }
 
 async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {

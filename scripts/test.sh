@@ -66,6 +66,9 @@ cargo test --workspace --locked --no-fail-fast -- --skip official_anthropic_sdk 
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 echo "rust tests passed: $passed"
 
+step "feature otlp: the gen_ai spans reach an OTLP/HTTP collector"
+cargo test --locked --features otlp --test otlp
+
 step "official anthropic Python SDK against the real gateway (pytest output below)"
 cargo test --locked --test python_sdk -- --nocapture
 

@@ -22,6 +22,7 @@
 //! - `server` (default): [`server`], the HTTP server and the default stack.
 //! - `auth` (default): [`auth`], caller authentication by gateway key and model access.
 //! - `audit` (default): [`audit`], tamper-evident audit records, metrics and GenAI spans.
+//! - `otlp`: `otlp`, export of the GenAI spans to an OpenTelemetry collector (OTLP/HTTP).
 //! - `config` (default): [`config`], the gateway's TOML configuration file.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -44,3 +45,6 @@ pub mod server;
 
 #[cfg(feature = "config")]
 pub mod config;
+
+#[cfg(feature = "otlp")]
+pub mod otlp;
