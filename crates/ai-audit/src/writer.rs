@@ -357,6 +357,7 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
     let mut oldest_unsynced: Option<Instant> = None;
     let mut next_retry = Instant::now();
     let mut last_tick = Instant::now();
+    let mut last_drain = Instant::now();
     let mut closing: Option<oneshot::Sender<()>> = None;
     let mut close_tries = 0u32;
     let mut batch: Vec<Bytes> = Vec::with_capacity(cfg.max_batch);
@@ -370,7 +371,21 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
             Duration::from_millis(500)
         };
         if closing.is_none() {
-            let first = if backlog.is_empty() || !healthy {
+            let first = if let (Fsync::Every(d), true) = (cfg.fsync, healthy) {
+                // Batches by time: the writer sleeps out the interval instead of waiting
+                // on the queue, so handing a record over never wakes it (no cross-thread
+                // wake-up per request), then takes everything queued at once.
+                let until = last_drain + d;
+                let now = Instant::now();
+                if until > now {
+                    std::thread::sleep(until - now);
+                }
+                last_drain = Instant::now();
+                rx.try_recv().map_err(|e| match e {
+                    mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            } else if backlog.is_empty() || !healthy {
                 rx.recv_timeout(wait)
             } else {
                 rx.try_recv().map_err(|e| match e {
@@ -388,7 +403,12 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
             match first {
                 Ok(m) => {
                     closing = take(m, &mut backlog);
-                    while closing.is_none() && backlog.len() < cfg.max_batch.max(1) * 4 {
+                    let most = match cfg.fsync {
+                        Fsync::Always => cfg.max_batch.max(1) * 4,
+                        // Everything that came in the interval, up to the queue size.
+                        Fsync::Every(_) => cfg.queue.max(cfg.max_batch).max(1),
+                    };
+                    while closing.is_none() && backlog.len() < most {
                         match rx.try_recv() {
                             Ok(m) => closing = take(m, &mut backlog),
                             Err(_) => break,
@@ -425,16 +445,9 @@ fn run<S: Sink>(mut sink: S, rx: mpsc::Receiver<Msg>, shared: &Shared, cfg: &Wri
                     }
                 }
             }
-            // A recovering sink proves itself with an fsync at once.
-            let sync_due = match cfg.fsync {
-                Fsync::Always => true,
-                Fsync::Every(d) => {
-                    !was_healthy
-                        || closing.is_some()
-                        || oldest_unsynced.is_some_and(|t| t.elapsed() >= d)
-                }
-            };
-            if ok && !unsynced.is_empty() && sync_due {
+            // One fsync per turn: per batch with `Always`; with an interval the loop turns
+            // once per interval.
+            if ok && !unsynced.is_empty() {
                 match sink.sync() {
                     Ok(()) => {
                         shared
