@@ -17,9 +17,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 pub enum Fsync {
     /// After every batch (group commit: under load one `fsync` covers many records).
     Always,
-    /// At most this long after a record was written. Responses do not wait for their
-    /// record (it is acknowledged, internally, at the next `fsync`): a crash can lose the
-    /// records of the last interval. No `fsync` on the request path.
+    /// Once per interval: the writer sleeps out the interval (handing a record over never
+    /// wakes it), then writes and fsyncs everything queued. Responses do not wait for their
+    /// record (it is acknowledged, internally, at that `fsync`): a crash can lose the
+    /// records of the last interval or two.
     Every(Duration),
 }
 
