@@ -65,5 +65,5 @@ pub use file::{FileSink, FileSinkConfig, list_segments, parse_segment_name, segm
 pub use layer::{Audit, AuditEdge, AuditEdgeLayer, AuditLayer};
 pub use record::{AuditRecord, SCHEMA_VERSION, outcome};
 pub use sink::{Sink, StdoutSink};
-pub use verify::{Problem, ProblemKind, Report, verify_dir};
+pub use verify::{Problem, ProblemKind, Report, verify_dir, verify_dir_expecting};
 pub use writer::{Ack, AuditWriter, FailurePolicy, Fsync, Slot, Unavailable, WriterConfig};

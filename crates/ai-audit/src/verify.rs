@@ -104,6 +104,10 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The first break, if any.
     pub problem: Option<Problem>,
+    /// The expected heads found in the chain.
+    seen_heads: Vec<String>,
+    /// The last segment read.
+    last_segment: u64,
 }
 
 impl Report {
@@ -141,6 +145,37 @@ struct Last {
 /// signatures cannot be checked: the report says so in its notes, and a rewritten log
 /// would pass.
 pub fn verify_dir(dir: &Path, trusted: &[PublicKey]) -> io::Result<Report> {
+    verify_dir_expecting(dir, trusted, &[])
+}
+
+/// [`verify_dir`], and each of `heads` (hex SHA-256 of an entry, e.g. a head printed by an
+/// earlier run or shipped to another system) must be an entry of the chain: a log whose
+/// newest entries or segments were removed, or whose history was rewritten, no longer
+/// holds a head recorded before. A missing head is reported as
+/// [`ProblemKind::Deleted`].
+pub fn verify_dir_expecting(
+    dir: &Path,
+    trusted: &[PublicKey],
+    heads: &[String],
+) -> io::Result<Report> {
+    let mut report = verify_chain(dir, trusted, heads)?;
+    if report.problem.is_none() {
+        if let Some(missing) = heads.iter().find(|h| !report.seen_heads.contains(*h)) {
+            report.problem = Some(Problem {
+                kind: ProblemKind::Deleted,
+                segment: report.last_segment,
+                line: None,
+                seq: None,
+                detail: format!(
+                    "the head {missing} recorded earlier is not an entry of this log: entries after it were removed, or the log was rewritten"
+                ),
+            });
+        }
+    }
+    Ok(report)
+}
+
+fn verify_chain(dir: &Path, trusted: &[PublicKey], heads: &[String]) -> io::Result<Report> {
     let segments = list_segments(dir)?;
     let mut report = Report::default();
     if segments.is_empty() {
@@ -171,6 +206,7 @@ pub fn verify_dir(dir: &Path, trusted: &[PublicKey]) -> io::Result<Report> {
         }
     }
     let mut v = Verifier {
+        heads,
         trusted,
         report,
         last: None,
@@ -223,6 +259,7 @@ pub fn verify_dir(dir: &Path, trusted: &[PublicKey]) -> io::Result<Report> {
 }
 
 struct Verifier<'a> {
+    heads: &'a [String],
     trusted: &'a [PublicKey],
     report: Report,
     last: Option<Last>,
@@ -415,8 +452,16 @@ impl Verifier<'_> {
                 }
             }
             self.prev_prev = self.last.as_ref().map(|l| l.hash);
+            let hash = sha256(raw);
+            if !self.heads.is_empty() {
+                let h = hex(&hash);
+                if self.heads.contains(&h) {
+                    self.report.seen_heads.push(h);
+                }
+            }
+            self.report.last_segment = n;
             self.last = Some(Last {
-                hash: sha256(raw),
+                hash,
                 seq: entry.seq,
                 segment: n,
                 line: lineno,

@@ -452,3 +452,45 @@ fn a_seal_forged_from_a_checkpoint_is_caught() {
         Some(cp as u64 + 1),
     );
 }
+
+#[test]
+fn a_head_kept_elsewhere_catches_removed_newest_entries() {
+    // Cut the newest records and the shutdown seal off the last segment: what is left is
+    // a whole chain ending in an open segment, which the chain alone cannot tell from a
+    // gateway still writing. The head printed by an earlier run is no longer in the log.
+    let (dir, key) = fresh(60, 2048);
+    let before = ai_audit::verify_dir(dir.path(), std::slice::from_ref(&key)).expect("verify");
+    let head = before.head.clone().expect("head");
+    let ok = ai_audit::verify_dir_expecting(
+        dir.path(),
+        std::slice::from_ref(&key),
+        std::slice::from_ref(&head),
+    )
+    .expect("verify");
+    assert!(ok.is_ok(), "{:?}", ok.problem);
+    let last = ai_audit::list_segments(dir.path())
+        .expect("segments")
+        .last()
+        .expect("one")
+        .0;
+    let p = seg(dir.path(), last);
+    let mut l = lines(&p);
+    l.truncate(l.len() - 3);
+    write_lines(&p, &l);
+    let chain_only = ai_audit::verify_dir(dir.path(), std::slice::from_ref(&key)).expect("verify");
+    assert!(chain_only.is_ok(), "the chain alone cannot see it");
+    let report = ai_audit::verify_dir_expecting(
+        dir.path(),
+        std::slice::from_ref(&key),
+        std::slice::from_ref(&head),
+    )
+    .expect("verify");
+    assert_eq!(report.problem.map(|p| p.kind), Some(ProblemKind::Deleted));
+    let out = Command::new(env!("CARGO_BIN_EXE_audit-verify"))
+        .args(["--public-key", &key.to_base64(), "--expect-head", &head])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL deleted"));
+}

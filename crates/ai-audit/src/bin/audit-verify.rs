@@ -7,11 +7,11 @@
 //!
 //! Exit status 0 when the log verifies, 1 with the first break named, 2 on usage errors.
 
-use ai_audit::{PublicKey, SigningKey, verify_dir};
+use ai_audit::{PublicKey, SigningKey, verify_dir_expecting};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: audit-verify [--public-key BASE64 | --public-key-file PATH]... DIR
+const USAGE: &str = "usage: audit-verify [--public-key BASE64 | --public-key-file PATH]... [--expect-head HEX]... DIR
        audit-verify --generate-key
 
 Checks every segment of the audit log in DIR: the hash chain, the sequence, the
@@ -19,11 +19,15 @@ segment seals and every checkpoint signature against the trusted public keys.
 Prints the first break (edited, deleted, reordered, inserted, truncated, missing
 segment, bad signature, untrusted key) and exits 1, or prints a summary and exits 0.
 
+--expect-head HEX: a head printed by an earlier run (or shipped elsewhere) must still be
+an entry of the log; one removed with the newest entries or segments is reported.
+
 --generate-key prints a new Ed25519 signing key (keep it secret; give it to the
 gateway as audit.signing_key = \"${VAR}\") and its public key (give it to audit-verify).";
 
 fn main() -> ExitCode {
     let mut keys = Vec::new();
+    let mut heads = Vec::new();
     let mut dir: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -45,6 +49,16 @@ fn main() -> ExitCode {
                         ExitCode::from(2)
                     }
                 };
+            }
+            "--expect-head" => {
+                let Some(v) = args
+                    .next()
+                    .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+                else {
+                    eprintln!("audit-verify: --expect-head needs 64 hex digits\n\n{USAGE}");
+                    return ExitCode::from(2);
+                };
+                heads.push(v.to_ascii_lowercase());
             }
             "--public-key" | "--public-key-file" => {
                 let Some(v) = args.next() else {
@@ -86,7 +100,7 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let report = match verify_dir(&dir, &keys) {
+    let report = match verify_dir_expecting(&dir, &keys, &heads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("audit-verify: {}: {e}", dir.display());
