@@ -262,6 +262,12 @@ pub const ACTING_FOR: &str = "x-acting-for";
 /// Lets the request through as `principal`: the credential headers go, the principal and
 /// its model grants come in.
 fn admit<B>(req: &mut Request<B>, (principal, models): (Principal, ai_core::AllowedModels)) {
+    let id = credential(req.headers())
+        .and_then(key::parse)
+        .map(|k| ai_core::CredentialId(k.id.into()));
+    if let Some(id) = id {
+        req.extensions_mut().insert(id);
+    }
     let h = req.headers_mut();
     h.remove("x-api-key");
     h.remove(header::AUTHORIZATION);

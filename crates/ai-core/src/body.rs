@@ -30,7 +30,7 @@
 //! ```
 
 use crate::error::{AiError, ErrorKind};
-use crate::wire::{MessagesResponse, StreamEvent, Usage};
+use crate::wire::{Delta, MessagesResponse, StreamEvent, Usage};
 use futures_core::Stream;
 use http::Response;
 use pin_project_lite::pin_project;
@@ -150,9 +150,29 @@ pub struct Completion {
     pub events: u64,
     /// The error, for `Outcome::Failed`.
     pub error: Option<AiError>,
+    /// Bytes of generated content streamed (text, thinking and tool-input deltas); 0 for
+    /// a whole message. What a stream cut short has cost when its final usage never came.
+    pub streamed_bytes: u64,
 }
 
 impl Completion {
+    /// Output tokens this response cost: the upstream's count, or for a stream that did
+    /// not finish, at least the local estimate of what was streamed (a cancelled stream
+    /// reports only the `message_start` figure, usually 1).
+    pub fn output_tokens(&self) -> u64 {
+        let reported = self.usage.output_tokens.unwrap_or(0);
+        match self.outcome {
+            Outcome::Complete => reported,
+            _ => reported.max(self.streamed_bytes.div_ceil(4)),
+        }
+    }
+
+    /// Input tokens that count against input limits: uncached input plus cache writes
+    /// (cache reads are excluded, as Anthropic's own input-tokens-per-minute limits do).
+    pub fn input_tokens(&self) -> u64 {
+        self.usage.input_tokens.unwrap_or(0) + self.usage.cache_creation_input_tokens.unwrap_or(0)
+    }
+
     fn empty() -> Self {
         Completion {
             outcome: Outcome::Complete,
@@ -161,6 +181,7 @@ impl Completion {
             model: None,
             events: 0,
             error: None,
+            streamed_bytes: 0,
         }
     }
 
@@ -199,6 +220,7 @@ struct Tracker {
     stop_reason: Option<String>,
     model: Option<String>,
     events: u64,
+    streamed_bytes: u64,
     saw_stop: bool,
 }
 
@@ -218,6 +240,14 @@ impl Tracker {
                     self.stop_reason = d.delta.stop_reason.clone();
                 }
             }
+            StreamEvent::ContentBlockDelta(d) => {
+                self.streamed_bytes += match &d.delta {
+                    Delta::Text(t) => t.text.len(),
+                    Delta::Thinking(t) => t.thinking.len(),
+                    Delta::InputJson(j) => j.partial_json.len(),
+                    _ => 0,
+                } as u64;
+            }
             StreamEvent::MessageStop(_) => self.saw_stop = true,
             _ => {}
         }
@@ -231,6 +261,7 @@ impl Tracker {
             model: self.model.take(),
             events: self.events,
             error,
+            streamed_bytes: self.streamed_bytes,
         }
     }
 }
@@ -498,6 +529,28 @@ mod tests {
         assert_eq!(seen[0].outcome, Outcome::Cancelled);
         assert_eq!(seen[0].usage.output(), 3);
         assert_eq!(seen[0].events, 2);
+    }
+
+    #[tokio::test]
+    async fn cancelled_stream_counts_what_was_streamed() {
+        let (seen, f) = recorder();
+        let evs = vec![
+            Ok(start(9)),
+            Ok(StreamEvent::text_delta(0, "x".repeat(400))),
+            Ok(StreamEvent::text_delta(0, "never")),
+        ];
+        let body = AiBody::from_events(futures_util::stream::iter(evs)).on_complete(f);
+        let AiBody::Events(mut s) = body else {
+            panic!()
+        };
+        s.next().await;
+        s.next().await;
+        drop(s);
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen[0].streamed_bytes, 400);
+        // The start reported 1 output token; 400 streamed bytes are about 100.
+        assert_eq!(seen[0].output_tokens(), 100);
+        assert_eq!(seen[0].input_tokens(), 9);
     }
 
     #[tokio::test]

@@ -116,6 +116,11 @@ impl AllowedModels {
     }
 }
 
+/// The id of the credential that authenticated the request (a gateway key's id, never its
+/// secret), set by the authentication layer: rate limits and budgets can be kept per key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CredentialId(pub Arc<str>);
+
 /// Why a request was refused by the authentication layer (response extension), for the
 /// audit record and logs; the caller only ever sees one generic message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

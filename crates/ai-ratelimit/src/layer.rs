@@ -1,0 +1,680 @@
+//! [`RateLimitLayer`] on typed model calls, and [`RequestRateLimitLayer`] on any HTTP
+//! service.
+
+use crate::policy::{Axis, KeyContext, Limit, Policy};
+use crate::queue::{Queues, Waiter};
+use crate::rate::{Rate, Standing};
+use crate::store::{Adjust, Admission, Charge, Gauge, MemoryStore, Store, StoreError};
+use ai_core::{AiBody, AiError, Completion, CompletionFuture, ErrorKind, MessagesRequest, Principal, Verdicts};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tower::{Layer, Service};
+
+/// The limiter's clock: wall-clock microseconds, advanced by tokio's clock (so tests can
+/// pause and advance time, and a wall-clock step never makes meters jump).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base_us: u64,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    /// Wall-clock time now, advanced from here on by tokio's monotonic clock.
+    pub fn system() -> Self {
+        let base_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Clock {
+            base_us,
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn now_us(&self) -> u64 {
+        self.base_us + tokio::time::Instant::now().duration_since(self.base).as_micros() as u64
+    }
+
+    fn wall(&self, after: Duration) -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(self.now_us()) + after
+    }
+}
+
+/// What to do when the store cannot be reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Refuse the request: 503 `api_error` saying the limiter is unavailable (default).
+    #[default]
+    Closed,
+    /// Enforce the limits in this process alone until the store is back.
+    Open,
+}
+
+struct CompiledTier {
+    limits: Vec<Arc<Limit>>,
+    priority: u8,
+    queue_wait: Duration,
+}
+
+#[derive(Clone)]
+struct Core {
+    common: Arc<[Arc<Limit>]>,
+    tiers: Arc<HashMap<String, CompiledTier>>,
+    default_tier: Option<Arc<str>>,
+    lease: Duration,
+    store: Arc<dyn Store>,
+    local: Arc<MemoryStore>,
+    on_error: OnStoreError,
+    clock: Clock,
+    queues: Arc<Queues>,
+    leases: Arc<AtomicU64>,
+    anonymous: Arc<Principal>,
+}
+
+/// A tower layer that enforces rate limits on model calls (`Request<MessagesRequest>` to
+/// `Response<AiBody>`): requests, input tokens and output tokens per period and requests
+/// in flight, under every limit that applies at once (common limits and the caller's
+/// tier), each kept per what the limit names (subject, tenant, team, agent, key, model).
+///
+/// Before the call it reserves, in one atomic check, one request, the request's estimated
+/// input tokens ([`ai_core::tokens::estimate_request`]) and its `max_tokens` of output;
+/// when the response is over (message, stream end, stream error, client cancel) it
+/// settles with the real usage and gives back the rest. Over a limit the caller gets a
+/// 429 `rate_limit_error` with `retry-after`, or waits in its tier's overflow queue. Every
+/// response carries the caller's own standing in the `anthropic-ratelimit-*` headers,
+/// which replace the upstream's organisation-wide ones.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    core: Core,
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("limits", &self.core.common.len())
+            .field("tiers", &self.core.tiers.len())
+            .field("on_error", &self.core.on_error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// Limits kept in this process ([`MemoryStore`]).
+    pub fn new(policy: Policy) -> Self {
+        RateLimitLayer::with_store(policy, MemoryStore::new())
+    }
+
+    /// Limits kept in `store` (e.g. a `RedisStore` shared by every replica).
+    pub fn with_store(policy: Policy, store: impl Store) -> Self {
+        RateLimitLayer::with_shared_store(policy, Arc::new(store))
+    }
+
+    /// Limits kept in a store shared with other layers.
+    pub fn with_shared_store(policy: Policy, store: Arc<dyn Store>) -> Self {
+        let compile = |ls: Vec<Limit>| ls.into_iter().map(Arc::new).collect::<Vec<_>>();
+        let tiers = policy
+            .tiers
+            .into_iter()
+            .map(|(name, t)| {
+                (
+                    name,
+                    CompiledTier {
+                        limits: compile(t.limits),
+                        priority: t.priority,
+                        queue_wait: t.queue_wait,
+                    },
+                )
+            })
+            .collect();
+        RateLimitLayer {
+            core: Core {
+                common: compile(policy.limits).into(),
+                tiers: Arc::new(tiers),
+                default_tier: policy.default_tier.map(Into::into),
+                lease: policy.in_flight_lease.unwrap_or(Duration::from_secs(600)),
+                store,
+                local: Arc::new(MemoryStore::new()),
+                on_error: OnStoreError::Closed,
+                clock: Clock::system(),
+                queues: Arc::default(),
+                leases: Arc::new(AtomicU64::new(lease_seed())),
+                anonymous: Arc::new(Principal::new("anonymous")),
+            },
+        }
+    }
+
+    /// What to do when the store fails (default [`OnStoreError::Closed`]).
+    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.core.on_error = policy;
+        self
+    }
+
+    /// The same limits and meters for any HTTP service (requests and in-flight axes only).
+    pub fn plain(&self) -> RequestRateLimitLayer {
+        RequestRateLimitLayer {
+            core: self.core.clone(),
+        }
+    }
+
+    /// Requests waiting in the overflow queue now.
+    pub fn queued(&self) -> usize {
+        self.core.queues.waiting()
+    }
+}
+
+fn lease_seed() -> u64 {
+    // Distinct per process so leases of replicas sharing a store never collide.
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (t ^ u64::from(std::process::id()).rotate_left(40)) & !(0xFFFF_u64 << 48) | (1 << 62)
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            core: self.core.clone(),
+        }
+    }
+}
+
+/// The service made by [`RateLimitLayer`].
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    core: Core,
+}
+
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request's charges and what each stands for.
+struct Plan {
+    charges: Vec<Charge>,
+    meta: Vec<(Arc<Limit>, Axis)>,
+    priority: u8,
+    queue_wait: Duration,
+    lease: u64,
+}
+
+/// Estimated costs of a request.
+#[derive(Clone, Copy, Debug)]
+struct Costs {
+    input: u64,
+    output: u64,
+}
+
+impl Core {
+    fn tier(&self, p: &Principal) -> Option<&CompiledTier> {
+        p.tier
+            .as_deref()
+            .and_then(|t| self.tiers.get(t))
+            .or_else(|| self.default_tier.as_deref().and_then(|t| self.tiers.get(t)))
+    }
+
+    fn plan(&self, ext: &http::Extensions, model: Option<&str>, costs: Option<Costs>) -> Plan {
+        let cx = KeyContext::from_extensions(ext, &self.anonymous, model);
+        let tier = self.tier(cx.principal);
+        let mut plan = Plan {
+            charges: Vec::new(),
+            meta: Vec::new(),
+            priority: tier.map_or(0, |t| t.priority),
+            queue_wait: tier.map_or(Duration::ZERO, |t| t.queue_wait),
+            lease: self.leases.fetch_add(1, Ordering::Relaxed),
+        };
+        let tier_limits = tier.map(|t| &t.limits[..]).unwrap_or(&[]);
+        for limit in self.common.iter().chain(tier_limits) {
+            for (axis, gauge) in limit.gauges(self.lease) {
+                let cost = match (axis, costs) {
+                    (Axis::Requests | Axis::InFlight, _) => 1,
+                    (Axis::InputTokens, Some(c)) => c.input,
+                    (Axis::OutputTokens, Some(c)) => c.output,
+                    // Token axes do not apply to plain HTTP requests.
+                    (Axis::InputTokens | Axis::OutputTokens, None) => continue,
+                };
+                let Some(key) = limit.key(axis, &cx) else {
+                    break;
+                };
+                plan.charges.push(Charge { key, gauge, cost });
+                plan.meta.push((limit.clone(), axis));
+            }
+        }
+        plan
+    }
+
+    /// One check against the store, or the local fallback when it fails open.
+    async fn check(&self, plan: &Plan) -> Result<(Admission, bool), AiError> {
+        let now = self.clock.now_us();
+        match self.store.acquire_leased(now, plan.lease, &plan.charges).await {
+            Ok(a) => Ok((a, false)),
+            Err(e) => {
+                metrics::counter!("gen_ai_gateway_ratelimit_store_errors_total",
+                    "policy" => if self.on_error == OnStoreError::Open { "open" } else { "closed" })
+                .increment(1);
+                match self.on_error {
+                    OnStoreError::Closed => {
+                        tracing::error!(target: "ai_ratelimit", error = %e, "rate limit store unavailable: refusing (fail closed)");
+                        Err(unavailable(&e))
+                    }
+                    OnStoreError::Open => {
+                        tracing::warn!(target: "ai_ratelimit", error = %e, "rate limit store unavailable: limiting in this process only (fail open)");
+                        Ok((self.local.acquire_now(now, &plan.charges), true))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks and reserves, waiting in the overflow queue when the tier allows.
+    async fn admit(&self, plan: &Plan) -> Result<Admitted, AiError> {
+        let deadline = tokio::time::Instant::now() + plan.queue_wait;
+        let queueing = !plan.queue_wait.is_zero();
+        let mut waiter: Option<Waiter> = None;
+        if queueing {
+            let keys = plan.charges.iter().map(|c| c.key.as_str());
+            if let Some(k) = self.queues.blocked_by(keys, plan.priority) {
+                waiter = Some(self.queues.join(k, plan.priority));
+            }
+        }
+        loop {
+            if let Some(w) = &waiter {
+                if !w.is_head() {
+                    tokio::select! {
+                        () = w.turn() => continue,
+                        () = tokio::time::sleep_until(deadline) => {
+                            return Err(self.refuse_queued(plan, None));
+                        }
+                    }
+                }
+            }
+            let (admission, local) = self.check(plan).await?;
+            match admission {
+                Admission::Admitted(standings) => {
+                    return Ok(Admitted { standings, local });
+                }
+                Admission::Denied {
+                    index,
+                    retry_after,
+                    standings,
+                } => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match retry_after {
+                        Some(wait) if queueing && wait <= left => {
+                            if waiter.is_none() {
+                                metrics::counter!("gen_ai_gateway_ratelimit_queued_total").increment(1);
+                                waiter = Some(self.queues.join(&plan.charges[index].key, plan.priority));
+                            }
+                            if waiter.as_ref().is_some_and(Waiter::is_head) {
+                                tokio::time::sleep(wait.max(Duration::from_micros(1))).await;
+                            }
+                        }
+                        _ if waiter.is_some() || queueing => {
+                            return Err(self.refuse_queued(plan, Some((index, retry_after, &standings))));
+                        }
+                        _ => return Err(self.refuse(plan, index, retry_after, &standings)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, plan: &Plan, index: usize, retry: Option<Duration>, standings: &[Standing]) -> AiError {
+        let (limit, axis) = &plan.meta[index];
+        let rate = rate_of(&plan.charges[index].gauge);
+        metrics::counter!("gen_ai_gateway_ratelimit_rejected_total", "axis" => axis.label()).increment(1);
+        let what = axis.describe(rate.as_ref());
+        let figure = match (&plan.charges[index].gauge, rate) {
+            (_, Some(r)) => r.amount,
+            (Gauge::InFlight { max, .. }, None) => *max,
+            _ => 0,
+        };
+        let message = match retry {
+            Some(_) => format!(
+                "rate limit exceeded: {what} {} (limit {:?}: {figure}); retry after the time in retry-after, or lower your request rate",
+                limit.scope(),
+                &*limit.name
+            ),
+            None => format!(
+                "this request needs {} {} but limit {:?} ({} {}) allows at most {} at once: reduce the input or max_tokens",
+                plan.charges[index].cost,
+                what.split(" per ").next().unwrap_or(""),
+                &*limit.name,
+                what,
+                limit.scope(),
+                rate.map_or(figure, |r| r.burst),
+            ),
+        };
+        let mut e = AiError::new(ErrorKind::RateLimit, message).with_retry_after(retry);
+        self.write_headers(e.headers_mut(), plan, standings);
+        e
+    }
+
+    fn refuse_queued(&self, plan: &Plan, denied: Option<(usize, Option<Duration>, &[Standing])>) -> AiError {
+        metrics::counter!("gen_ai_gateway_ratelimit_queue_timeouts_total").increment(1);
+        let waited = humantime::format_duration(plan.queue_wait);
+        let (detail, retry, mut e_headers) = match denied {
+            Some((i, retry, standings)) => {
+                let (limit, axis) = &plan.meta[i];
+                let rate = rate_of(&plan.charges[i].gauge);
+                let mut h = HeaderMap::new();
+                self.write_headers(&mut h, plan, standings);
+                (format!(": {} {} (limit {:?})", axis.describe(rate.as_ref()), limit.scope(), &*limit.name), retry, h)
+            }
+            None => (String::new(), None, HeaderMap::new()),
+        };
+        let message = format!(
+            "rate limit exceeded{detail}; no capacity within the {waited} this tier may wait in the queue: send a smaller context (input or max_tokens) or lower the request rate"
+        );
+        let mut e = AiError::new(ErrorKind::RateLimit, message)
+            .with_retry_after(retry.or(Some(Duration::from_secs(1))));
+        std::mem::swap(e.headers_mut(), &mut e_headers);
+        e
+    }
+
+    /// Replaces every `anthropic-ratelimit-*` header with the caller's own standing: per
+    /// axis, the limit that applies with the least remaining.
+    fn write_headers(&self, h: &mut HeaderMap, plan: &Plan, standings: &[Standing]) {
+        strip_upstream(h);
+        for (axis, prefix) in [
+            (Axis::Requests, "requests"),
+            (Axis::InputTokens, "input-tokens"),
+            (Axis::OutputTokens, "output-tokens"),
+        ] {
+            let tightest = plan
+                .meta
+                .iter()
+                .zip(standings)
+                .filter(|((_, a), _)| *a == axis)
+                .map(|(_, s)| s)
+                .min_by_key(|s| s.remaining);
+            if let Some(s) = tightest {
+                let name = |suffix: &str| {
+                    HeaderName::try_from(format!("anthropic-ratelimit-{prefix}-{suffix}"))
+                };
+                let reset = humantime::format_rfc3339_seconds(self.clock.wall(s.reset)).to_string();
+                if let (Ok(l), Ok(r), Ok(t), Ok(rv)) = (name("limit"), name("remaining"), name("reset"), HeaderValue::try_from(reset)) {
+                    h.insert(l, HeaderValue::from(s.limit));
+                    h.insert(r, HeaderValue::from(s.remaining));
+                    h.insert(t, rv);
+                }
+            }
+        }
+    }
+
+    /// Gives back what the response did not use, once, when it is over.
+    fn settle(&self, plan: &Plan, costs: Option<Costs>, local: bool, c: &Completion) {
+        let mut adjust = Vec::with_capacity(plan.charges.len());
+        for (charge, (_, axis)) in plan.charges.iter().zip(&plan.meta) {
+            let delta = match (axis, costs) {
+                (Axis::Requests, _) => continue,
+                (Axis::InFlight, _) => -1,
+                (Axis::InputTokens, Some(k)) => c.input_tokens() as i64 - k.input as i64,
+                (Axis::OutputTokens, Some(k)) => c.output_tokens() as i64 - k.output as i64,
+                (_, None) => continue,
+            };
+            if delta != 0 || *axis == Axis::InFlight {
+                adjust.push(Adjust {
+                    key: charge.key.clone(),
+                    gauge: charge.gauge,
+                    delta,
+                });
+            }
+        }
+        if adjust.is_empty() {
+            return;
+        }
+        let now = self.clock.now_us();
+        if local {
+            self.local.settle_now(now, &adjust);
+            return;
+        }
+        let store = self.store.clone();
+        let lease = plan.lease;
+        let mut fut: BoxFuture<'static, ()> = Box::pin(async move {
+            if let Err(e) = store.settle(now, lease, &adjust).await {
+                metrics::counter!("gen_ai_gateway_ratelimit_store_errors_total", "policy" => "settle").increment(1);
+                tracing::warn!(target: "ai_ratelimit", error = %e, "could not settle a rate limit reservation; it will expire on its own");
+            }
+        });
+        // The memory store settles on the first poll; a network store finishes in a task.
+        if (&mut fut).now_or_never().is_none() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn(fut);
+                }
+                Err(_) => tracing::warn!(target: "ai_ratelimit", "no runtime to settle a rate limit reservation on"),
+            }
+        }
+    }
+}
+
+fn rate_of(g: &Gauge) -> Option<Rate> {
+    match g {
+        Gauge::Rate(r) => Some(*r),
+        Gauge::InFlight { .. } => None,
+    }
+}
+
+fn unavailable(e: &StoreError) -> AiError {
+    AiError::new(
+        ErrorKind::Api,
+        format!("the rate limiter is unavailable, so the request was not sent ({e}); retry shortly"),
+    )
+    .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    .with_retry_after(Some(Duration::from_secs(1)))
+}
+
+/// Removes the upstream's `anthropic-ratelimit-*` headers (organisation-wide figures).
+fn strip_upstream(h: &mut HeaderMap) {
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| n.as_str().starts_with("anthropic-ratelimit-"))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
+struct Admitted {
+    standings: Vec<Standing>,
+    local: bool,
+}
+
+impl<S> Service<Request<MessagesRequest>> for RateLimit<S>
+where
+    S: Service<Request<MessagesRequest>, Response = Response<AiBody>, Error = AiError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<AiBody>;
+    type Error = AiError;
+    type Future = BoxFuture<'static, Result<Response<AiBody>, AiError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), AiError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<MessagesRequest>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let core = self.core.clone();
+        let body = req.body();
+        let costs = Costs {
+            input: ai_core::tokens::estimate_request(body),
+            output: body.max_tokens.map_or(0, u64::from),
+        };
+        let plan = core.plan(req.extensions(), Some(&body.model), Some(costs));
+        let verdicts = req.extensions().get::<Verdicts>().cloned();
+        Box::pin(async move {
+            if plan.charges.is_empty() {
+                return match inner.call(req).await {
+                    Ok(mut r) => {
+                        strip_upstream(r.headers_mut());
+                        Ok(r)
+                    }
+                    Err(mut e) => {
+                        strip_upstream(e.headers_mut());
+                        Err(e)
+                    }
+                };
+            }
+            let admitted = match core.admit(&plan).await {
+                Ok(a) => a,
+                Err(e) => {
+                    if let Some(v) = &verdicts {
+                        v.push("ai-ratelimit", format!("refused:{}", e.status().as_u16()));
+                    }
+                    return Err(e);
+                }
+            };
+            let plan = Arc::new(plan);
+            let settle = {
+                let core = core.clone();
+                let plan = plan.clone();
+                let local = admitted.local;
+                move |c: Completion| core.settle(&plan, Some(costs), local, &c)
+            };
+            match CompletionFuture::new(inner.call(req), settle).await {
+                Ok(mut r) => {
+                    core.write_headers(r.headers_mut(), &plan, &admitted.standings);
+                    Ok(r)
+                }
+                Err(mut e) => {
+                    core.write_headers(e.headers_mut(), &plan, &admitted.standings);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// [`RateLimitLayer::plain`]: request-count and in-flight limits for any
+/// `http::Request<B>` service (a non-AI axum route, a tonic service). Keys come from the
+/// `Principal` an authentication layer put in the extensions (`anonymous` without one).
+/// A refusal is a 429 with an Anthropic-shaped JSON body and `retry-after`; an in-flight
+/// slot is released when the response head is returned.
+#[derive(Clone)]
+pub struct RequestRateLimitLayer {
+    core: Core,
+}
+
+impl fmt::Debug for RequestRateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestRateLimitLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for RequestRateLimitLayer {
+    type Service = RequestRateLimit<S>;
+
+    fn layer(&self, inner: S) -> RequestRateLimit<S> {
+        RequestRateLimit {
+            inner,
+            core: self.core.clone(),
+        }
+    }
+}
+
+/// The service made by [`RequestRateLimitLayer`].
+#[derive(Clone)]
+pub struct RequestRateLimit<S> {
+    inner: S,
+    core: Core,
+}
+
+impl<S: fmt::Debug> fmt::Debug for RequestRateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestRateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for RequestRateLimit<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<Either<RB, Full<Bytes>>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let core = self.core.clone();
+        let plan = core.plan(req.extensions(), None, None);
+        Box::pin(async move {
+            let admitted = match core.admit(&plan).await {
+                Ok(a) => a,
+                Err(e) => return Ok(error_response(&e)),
+            };
+            // Released when the response head is out (or the call fails or is dropped).
+            let release = ReleaseOnDrop {
+                core: core.clone(),
+                plan: &plan,
+                local: admitted.local,
+            };
+            let out = inner.call(req).await;
+            drop(release);
+            let mut resp = out?;
+            core.write_headers(resp.headers_mut(), &plan, &admitted.standings);
+            Ok(resp.map(Either::Left))
+        })
+    }
+}
+
+struct ReleaseOnDrop<'a> {
+    core: Core,
+    plan: &'a Plan,
+    local: bool,
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        let done = Completion::of_error(&AiError::api("released"));
+        self.core.settle(self.plan, None, self.local, &done);
+    }
+}
+
+fn error_response<RB>(e: &AiError) -> Response<Either<RB, Full<Bytes>>> {
+    let mut resp = Response::new(Either::Right(Full::new(e.to_json())));
+    *resp.status_mut() = e.status();
+    let h = resp.headers_mut();
+    for (k, v) in e.headers() {
+        h.append(k, v.clone());
+    }
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(after) = e.retry_after() {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    resp
+}

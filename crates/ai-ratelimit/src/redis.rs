@@ -1,0 +1,351 @@
+//! [`RedisStore`]: meters shared by every gateway replica through one Redis, Valkey or
+//! Redis Cluster.
+//!
+//! Each check-and-reserve is ONE Lua script (`EVALSHA`), and so is each settle: Redis runs
+//! a script atomically, so two replicas can never both take the last unit, and no value is
+//! read into Rust and written back. The scripts do the same integer GCRA arithmetic as
+//! [`crate::rate`] (debts are written with `%.0f`, exact up to 2^53 scaled units: a
+//! rate of 150 million per minute). Every key expires on its own once its meter is full
+//! again (rates) or its longest lease ends (in flight).
+//!
+//! On Redis Cluster a script may only touch keys of one hash slot. Keys carry a hash tag
+//! (`{tenant}` for anything within a tenant, `{model:name}` for a model-wide limit), the
+//! store runs one script per tag, and when a later group refuses it gives back what the
+//! earlier groups reserved. With one tag (the usual case) a check is one round trip.
+
+use crate::rate::Standing;
+use crate::store::{Adjust, Admission, Charge, Gauge, Store, StoreError};
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::fmt;
+use std::time::Duration;
+
+const ACQUIRE: &str = r"
+local now = tonumber(ARGV[1])
+local lease = ARGV[2]
+local state = {}
+local out = {0, 0}
+local function debt_of(key, a)
+  local s = redis.call('HMGET', key, 'd', 't')
+  if not s[1] then return 0 end
+  local t = tonumber(s[2])
+  if now > t then return math.max(0, tonumber(s[1]) - (now - t) * a) end
+  return tonumber(s[1])
+end
+for i = 1, #KEYS do
+  local b = 3 + (i - 1) * 5
+  local kind = tonumber(ARGV[b])
+  local a = tonumber(ARGV[b + 1])
+  local p = tonumber(ARGV[b + 2])
+  local burst = tonumber(ARGV[b + 3])
+  local cost = tonumber(ARGV[b + 4])
+  local key = KEYS[i]
+  local cur = state[key]
+  if kind == 1 then
+    if cur == nil then cur = debt_of(key, a) end
+    local cap = burst * p
+    local new = cur + cost * p
+    if new > cap and cost > 0 then
+      new = cur
+      if out[1] == 0 then
+        out[1] = i
+        if cost > burst then out[2] = -1 else out[2] = math.ceil((cur + cost * p - cap) / a) end
+      end
+    end
+    state[key] = new
+    out[#out + 1] = a
+    out[#out + 1] = math.floor(math.max(0, cap - new) / p)
+    out[#out + 1] = math.ceil(new / a)
+  else
+    if cur == nil then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now))
+      cur = redis.call('ZCARD', key)
+    end
+    local new = cur + cost
+    if new > a and cost > 0 then
+      new = cur
+      if out[1] == 0 then
+        out[1] = i
+        if cost > a then out[2] = -1 else out[2] = 1000000 end
+      end
+    end
+    state[key] = new
+    out[#out + 1] = a
+    out[#out + 1] = math.max(0, a - new)
+    out[#out + 1] = 0
+  end
+end
+if out[1] == 0 then
+  for i = 1, #KEYS do
+    local b = 3 + (i - 1) * 5
+    local key = KEYS[i]
+    if tonumber(ARGV[b]) == 1 then
+      local d = state[key]
+      if d > 0 then
+        redis.call('HSET', key, 'd', string.format('%.0f', d), 't', string.format('%.0f', now))
+        redis.call('PEXPIRE', key, math.ceil(d / tonumber(ARGV[b + 1]) / 1000) + 1)
+      else
+        redis.call('DEL', key)
+      end
+    else
+      local ttl = tonumber(ARGV[b + 2])
+      redis.call('ZADD', key, string.format('%.0f', now + ttl), lease)
+      redis.call('PEXPIRE', key, math.ceil(ttl / 1000) + 1)
+    end
+  end
+end
+return out
+";
+
+const SETTLE: &str = r"
+local now = tonumber(ARGV[1])
+local lease = ARGV[2]
+for i = 1, #KEYS do
+  local b = 3 + (i - 1) * 4
+  local key = KEYS[i]
+  if tonumber(ARGV[b]) == 1 then
+    local a = tonumber(ARGV[b + 1])
+    local p = tonumber(ARGV[b + 2])
+    local delta = tonumber(ARGV[b + 3])
+    local s = redis.call('HMGET', key, 'd', 't')
+    local d = 0
+    local at = now
+    if s[1] then
+      local t = tonumber(s[2])
+      d = tonumber(s[1])
+      if now > t then d = math.max(0, d - (now - t) * a) else at = t end
+    end
+    d = math.max(0, d + delta * p)
+    if d > 0 then
+      redis.call('HSET', key, 'd', string.format('%.0f', d), 't', string.format('%.0f', at))
+      redis.call('PEXPIRE', key, math.ceil(d / a / 1000) + 1)
+    else
+      redis.call('DEL', key)
+    end
+  else
+    redis.call('ZREM', key, lease)
+  end
+end
+return 0
+";
+
+/// Limits shared through Redis: every replica pointed at the same Redis enforces one set
+/// of meters. Built lazily: the gateway starts while Redis is down and each check reports
+/// the failure (the layer then fails closed or open as configured).
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    acquire: redis::Script,
+    settle: redis::Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store on `url` (`redis://host:port/db`, `rediss://` for TLS), answering within
+    /// `timeout` per command or failing. Must be called inside a tokio runtime.
+    pub fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(timeout);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(RedisStore {
+            conn,
+            acquire: redis::Script::new(ACQUIRE),
+            settle: redis::Script::new(SETTLE),
+        })
+    }
+
+    async fn acquire_group(
+        &self,
+        now: u64,
+        lease: u64,
+        charges: &[&Charge],
+    ) -> Result<(usize, i64, Vec<Standing>), StoreError> {
+        let mut inv = self.acquire.prepare_invoke();
+        inv.arg(now).arg(lease);
+        for c in charges {
+            inv.key(c.key.as_str());
+            match c.gauge {
+                Gauge::Rate(r) => inv.arg(1).arg(r.amount.max(1)).arg(r.period_us()).arg(r.burst),
+                Gauge::InFlight { max, lease } => inv
+                    .arg(2)
+                    .arg(max)
+                    .arg((lease.as_micros() as u64).max(1))
+                    .arg(0),
+            };
+            inv.arg(c.cost);
+        }
+        let mut conn = self.conn.clone();
+        let out: Vec<i64> = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        if out.len() != 2 + 3 * charges.len() {
+            return Err(StoreError(format!("unexpected reply of {} values", out.len())));
+        }
+        let standings = out[2..]
+            .chunks(3)
+            .map(|c| Standing {
+                limit: c[0].max(0) as u64,
+                remaining: c[1].max(0) as u64,
+                reset: Duration::from_micros(c[2].max(0) as u64),
+            })
+            .collect();
+        Ok((out[0].max(0) as usize, out[1], standings))
+    }
+
+    async fn settle_all(&self, now: u64, lease: u64, adjust: &[&Adjust]) -> Result<(), StoreError> {
+        let mut inv = self.settle.prepare_invoke();
+        inv.arg(now).arg(lease);
+        for a in adjust {
+            inv.key(a.key.as_str());
+            match a.gauge {
+                Gauge::Rate(r) => inv.arg(1).arg(r.amount.max(1)).arg(r.period_us()),
+                Gauge::InFlight { max, .. } => inv.arg(2).arg(max).arg(0),
+            };
+            inv.arg(a.delta);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// The hash tag of a key: what Redis Cluster hashes (the text between the first `{` and
+/// the next `}`, when not empty), else the whole key.
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+/// Indices of `items` grouped by hash tag, in order of first appearance.
+fn groups<T>(items: &[T], key: impl Fn(&T) -> &str) -> Vec<Vec<usize>> {
+    let mut out: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let tag = hash_tag(key(it));
+        match out.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, v)) => v.push(i),
+            None => out.push((tag, vec![i])),
+        }
+    }
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+impl Store for RedisStore {
+    fn acquire<'a>(
+        &'a self,
+        now: u64,
+        charges: &'a [Charge],
+    ) -> BoxFuture<'a, Result<Admission, StoreError>> {
+        self.acquire_leased(now, 0, charges)
+    }
+
+    fn acquire_leased<'a>(
+        &'a self,
+        now: u64,
+        lease: u64,
+        charges: &'a [Charge],
+    ) -> BoxFuture<'a, Result<Admission, StoreError>> {
+        Box::pin(async move {
+            let groups = groups(charges, |c| c.key.as_str());
+            let mut standings = vec![
+                Standing {
+                    limit: 0,
+                    remaining: 0,
+                    reset: Duration::ZERO,
+                };
+                charges.len()
+            ];
+            let mut done: Vec<usize> = Vec::new();
+            for idx in &groups {
+                let group: Vec<&Charge> = idx.iter().map(|&i| &charges[i]).collect();
+                let (denied, retry, st) = match self.acquire_group(now, lease, &group).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.undo(now, lease, charges, &done).await;
+                        return Err(e);
+                    }
+                };
+                for (k, s) in idx.iter().zip(st) {
+                    standings[*k] = s;
+                }
+                if denied > 0 {
+                    self.undo(now, lease, charges, &done).await;
+                    return Ok(Admission::Denied {
+                        index: idx[denied - 1],
+                        retry_after: (retry >= 0).then(|| Duration::from_micros(retry as u64)),
+                        standings,
+                    });
+                }
+                done.extend(idx);
+            }
+            Ok(Admission::Admitted(standings))
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        now: u64,
+        lease: u64,
+        adjust: &'a [Adjust],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            for idx in groups(adjust, |a| a.key.as_str()) {
+                let group: Vec<&Adjust> = idx.iter().map(|&i| &adjust[i]).collect();
+                self.settle_all(now, lease, &group).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl RedisStore {
+    /// Gives back the charges of groups already reserved when a later group refused.
+    async fn undo(&self, now: u64, lease: u64, charges: &[Charge], done: &[usize]) {
+        if done.is_empty() {
+            return;
+        }
+        let adjust: Vec<Adjust> = done
+            .iter()
+            .map(|&i| Adjust {
+                key: charges[i].key.clone(),
+                gauge: charges[i].gauge,
+                delta: -(charges[i].cost.min(i64::MAX as u64) as i64),
+            })
+            .collect();
+        if let Err(e) = Store::settle(self, now, lease, &adjust).await {
+            tracing::warn!(target: "ai_ratelimit", error = %e, "could not give back a partial reservation");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_tags() {
+        assert_eq!(hash_tag("rl:{acme}:user:bob"), "acme");
+        assert_eq!(hash_tag("rl:{}:x"), "rl:{}:x");
+        assert_eq!(hash_tag("plain"), "plain");
+        assert_eq!(hash_tag("a{b"), "a{b");
+    }
+}
