@@ -165,6 +165,41 @@ impl RateLimitLayer {
         }
     }
 
+    /// The limiter's clock.
+    pub fn clock(&self) -> Clock {
+        self.core.clock
+    }
+
+    /// The standing of every meter that applies to a caller (for `model`, when given),
+    /// without spending anything: what an admin page or a test reads.
+    pub async fn standing(
+        &self,
+        principal: &Principal,
+        credential: Option<&ai_core::CredentialId>,
+        model: Option<&str>,
+    ) -> Result<Vec<(Arc<Limit>, Axis, Standing)>, StoreError> {
+        let mut ext = http::Extensions::new();
+        ext.insert(principal.clone());
+        if let Some(c) = credential {
+            ext.insert(c.clone());
+        }
+        let mut plan = self.core.plan(&ext, model, Some(Costs { input: 0, output: 0 }));
+        for c in &mut plan.charges {
+            c.cost = 0;
+        }
+        let now = self.core.clock.now_us();
+        let standings = match self.core.store.acquire(now, &plan.charges).await? {
+            Admission::Admitted(s) => s,
+            Admission::Denied { standings, .. } => standings,
+        };
+        Ok(plan
+            .meta
+            .into_iter()
+            .zip(standings)
+            .map(|((l, a), s)| (l, a, s))
+            .collect())
+    }
+
     /// Requests waiting in the overflow queue now.
     pub fn queued(&self) -> usize {
         self.core.queues.waiting()
@@ -363,7 +398,7 @@ impl Core {
         };
         let mut e = AiError::new(ErrorKind::RateLimit, message).with_retry_after(retry);
         self.write_headers(e.headers_mut(), plan, standings);
-        e
+        with_retry_ms(e, retry)
     }
 
     fn refuse_queued(&self, plan: &Plan, denied: Option<(usize, Option<Duration>, &[Standing])>) -> AiError {
@@ -382,10 +417,10 @@ impl Core {
         let message = format!(
             "rate limit exceeded{detail}; no capacity within the {waited} this tier may wait in the queue: send a smaller context (input or max_tokens) or lower the request rate"
         );
-        let mut e = AiError::new(ErrorKind::RateLimit, message)
-            .with_retry_after(retry.or(Some(Duration::from_secs(1))));
+        let retry = retry.or(Some(Duration::from_secs(1)));
+        let mut e = AiError::new(ErrorKind::RateLimit, message).with_retry_after(retry);
         std::mem::swap(e.headers_mut(), &mut e_headers);
-        e
+        with_retry_ms(e, retry)
     }
 
     /// Replaces every `anthropic-ratelimit-*` header with the caller's own standing: per
@@ -465,6 +500,16 @@ impl Core {
     }
 }
 
+/// `retry-after-ms`: the exact wait, which the official SDKs prefer to `retry-after`'s
+/// whole seconds.
+fn with_retry_ms(mut e: AiError, retry: Option<Duration>) -> AiError {
+    if let Some(r) = retry {
+        let ms = r.as_millis().max(1) as u64;
+        e.headers_mut().insert("retry-after-ms", HeaderValue::from(ms));
+    }
+    e
+}
+
 fn rate_of(g: &Gauge) -> Option<Rate> {
     match g {
         Gauge::Rate(r) => Some(*r),
@@ -481,11 +526,15 @@ fn unavailable(e: &StoreError) -> AiError {
     .with_retry_after(Some(Duration::from_secs(1)))
 }
 
-/// Removes the upstream's `anthropic-ratelimit-*` headers (organisation-wide figures).
+/// Removes the upstream's `anthropic-ratelimit-*` and `anthropic-priority-*` headers
+/// (organisation-wide figures).
 fn strip_upstream(h: &mut HeaderMap) {
     let names: Vec<HeaderName> = h
         .keys()
-        .filter(|n| n.as_str().starts_with("anthropic-ratelimit-"))
+        .filter(|n| {
+            let n = n.as_str();
+            n.starts_with("anthropic-ratelimit-") || n.starts_with("anthropic-priority-")
+        })
         .cloned()
         .collect();
     for n in names {

@@ -87,7 +87,7 @@ if out[1] == 0 then
       else
         redis.call('DEL', key)
       end
-    else
+    elseif tonumber(ARGV[b + 4]) > 0 then
       local ttl = tonumber(ARGV[b + 2])
       redis.call('ZADD', key, string.format('%.0f', now + ttl), lease)
       redis.call('PEXPIRE', key, math.ceil(ttl / 1000) + 1)

@@ -1,7 +1,7 @@
 //! A real `redis-server` on 127.0.0.1 for the tests (the Debian package; `REDIS_SERVER`
 //! names another binary). Started on a free port with persistence off, killed on drop.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
