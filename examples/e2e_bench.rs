@@ -14,7 +14,10 @@
 //! on the access log as the example binary has it by default (lines written to
 //! `/dev/null`); `--auth` checks a gateway key on every request; `--audit always` writes
 //! an audit record per request with an fsync before each response ends (`--audit 10ms`:
-//! fsync every 10 ms, responses do not wait), into a directory under the system temp dir. Requests are the 2 KB Messages request
+//! fsync every 10 ms, responses do not wait), into a directory under the system temp dir;
+//! `--ratelimit memory` enforces three limits (per subject, per tenant, per model: requests,
+//! input and output tokens, in flight; none ever refuses) with reserve and settle on every
+//! request, `--ratelimit redis://...` the same on a Redis. Requests are the 2 KB Messages request
 //! of `benches/data/request_2k.json`; non-streaming answers replay
 //! `tests/fixtures/anthropic/message_basic.json`, streaming answers replay
 //! `tests/fixtures/anthropic/stream_text.sse` one event per write.
@@ -118,6 +121,7 @@ fn start_gateway(
     demo: bool,
     auth: Option<ai_gateway::auth::AuthLayer>,
     audit: Option<ai_gateway::audit::Fsync>,
+    ratelimit: Option<String>,
 ) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -151,9 +155,36 @@ fn start_gateway(
                     .expect("writer"),
                 )
             });
+            let ratelimit = ratelimit.map(|store| {
+                use ai_gateway::ratelimit::{
+                    KeyPart, Limit, Policy, Rate, RateLimitLayer, RedisStore,
+                };
+                let big = Rate::per_second(1_000_000_000);
+                let limit = |name: &str, by: KeyPart| {
+                    Limit::new(name)
+                        .by([by])
+                        .requests(big)
+                        .input_tokens(big)
+                        .output_tokens(big)
+                        .in_flight(1_000_000)
+                };
+                let policy = Policy::new()
+                    .limit(limit("user", KeyPart::Subject))
+                    .limit(limit("tenant", KeyPart::Tenant))
+                    .limit(limit("model", KeyPart::Model));
+                println!("--ratelimit {store}: 3 limits x 4 axes, reserve and settle per request");
+                if store == "memory" {
+                    RateLimitLayer::new(policy)
+                } else {
+                    let redis =
+                        RedisStore::connect(&store, Duration::from_secs(1)).expect("redis url");
+                    RateLimitLayer::with_store(policy, redis)
+                }
+            });
             let config = ServerConfig {
                 auth,
                 audit,
+                ratelimit,
                 ..ServerConfig::default()
             };
             if demo {
@@ -206,6 +237,7 @@ fn main() {
     let mut access_log = false;
     let mut auth = false;
     let mut audit = None;
+    let mut ratelimit = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -213,6 +245,7 @@ fn main() {
             "--demo" => demo = true,
             "--access-log" => access_log = true,
             "--auth" => auth = true,
+            "--ratelimit" => ratelimit = Some(args.next().unwrap_or_else(|| "memory".to_owned())),
             "--audit" => {
                 audit = Some(match args.next().as_deref() {
                     Some("always") | None => ai_gateway::audit::Fsync::Always,
@@ -223,7 +256,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth] [--audit always|DURATION]"
+                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth] [--audit always|DURATION] [--ratelimit memory|REDIS_URL]"
                 );
                 return;
             }
@@ -263,7 +296,7 @@ fn main() {
         AuthLayer::keys(MemoryKeys::new(records).expect("store"), hasher)
     });
     let up = start_upstream();
-    let gw = start_gateway(up, demo, auth, audit);
+    let gw = start_gateway(up, demo, auth, audit, ratelimit);
     if demo {
         println!(
             "--demo: the gateway answers from its demo upstream (server-side cost only, no upstream hop)"

@@ -7,7 +7,9 @@
 //! (`examples/gateway.toml` documents every key); `--check-config PATH` validates one and
 //! exits. See docs/gateway.md.
 
-use ai_gateway::config::{AnthropicSection, AuditSinkKind, GatewayConfig, LogFormat, LogSection};
+use ai_gateway::config::{
+    AnthropicSection, AuditSinkKind, GatewayConfig, LogFormat, LogSection, RateLimitStoreKind,
+};
 use ai_gateway::core::{AiBody, AiError, MessagesRequest};
 use ai_gateway::provider::DemoProvider;
 use ai_gateway::server::{MetricsEndpoint, serve};
@@ -146,7 +148,20 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
     } else {
         "audit log off".to_owned()
     };
-    Ok(format!("listen {listen}, {upstream}, {auth}, {audit}"))
+    let ratelimit = if config.ratelimit.enabled {
+        config.ratelimit.policy().map_err(|e| e.to_string())?;
+        if config.ratelimit.store == RateLimitStoreKind::Redis
+            && config.ratelimit.redis_url.is_none()
+        {
+            return Err("[ratelimit] store = \"redis\" needs redis_url = \"${VAR}\"".to_owned());
+        }
+        "rate limits on"
+    } else {
+        "rate limits off"
+    };
+    Ok(format!(
+        "listen {listen}, {upstream}, {auth}, {audit}, {ratelimit}"
+    ))
 }
 
 /// Without `[auth]`, the gateway serves everyone: that is only allowed on loopback,
@@ -252,6 +267,13 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
             server.audit = Some(layer);
         }
         None => tracing::warn!("the audit log is off ([audit] enabled = false)"),
+    }
+    match config.ratelimit.build().map_err(|e| e.to_string())? {
+        Some((layer, what)) => {
+            tracing::info!("{what}");
+            server.ratelimit = Some(layer);
+        }
+        None => tracing::debug!("rate limits off ([ratelimit] enabled = false)"),
     }
     if config.audit.metrics {
         server.metrics = Some(MetricsEndpoint::prometheus("/metrics")?);

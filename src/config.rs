@@ -59,6 +59,207 @@ pub struct GatewayConfig {
     pub auth: Option<AuthSection>,
     /// `[audit]`: the audit log and metrics. On by default (`./audit/`).
     pub audit: AuditSection,
+    /// `[ratelimit]`: rate limits per user, team, tenant, key or model. Off by default.
+    pub ratelimit: RateLimitSection,
+}
+
+/// Where rate-limit meters live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStoreKind {
+    /// In this process (one gateway).
+    #[default]
+    Memory,
+    /// In Redis, shared by every replica.
+    Redis,
+}
+
+/// What a rate limiter whose store is unreachable does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreFailure {
+    /// 503 until the store is back.
+    #[default]
+    Closed,
+    /// Limit in this process alone until the store is back.
+    Open,
+}
+
+/// `[ratelimit]`: requests, input tokens and output tokens per minute and requests in
+/// flight, per what each limit names; tiers select extra limits by `Principal.tier`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RateLimitSection {
+    /// Enforce the limits. Default `false`.
+    pub enabled: bool,
+    /// `memory` (default) or `redis`.
+    pub store: RateLimitStoreKind,
+    /// The Redis URL by environment reference (`redis://` or `rediss://`); read only with
+    /// `store = "redis"`.
+    pub redis_url: Option<EnvSecret>,
+    /// Longest a Redis command may take before it counts as a store failure. Default 250 ms.
+    #[serde(deserialize_with = "duration")]
+    pub redis_timeout: Duration,
+    /// `closed` (default: 503 while the store is unreachable) or `open` (limit in this
+    /// process alone meanwhile).
+    pub on_store_error: StoreFailure,
+    /// The tier of callers without one (or with one not listed). Default: none.
+    pub default_tier: Option<String>,
+    /// How long Redis keeps the in-flight slot of a replica that died. Default 10 min.
+    #[serde(deserialize_with = "duration")]
+    pub in_flight_lease: Duration,
+    /// `[[ratelimit.limits]]`: limits for every caller.
+    pub limits: Vec<LimitSection>,
+    /// `[ratelimit.tiers.<name>]`: named tiers.
+    pub tiers: std::collections::BTreeMap<String, TierSection>,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        RateLimitSection {
+            enabled: false,
+            store: RateLimitStoreKind::Memory,
+            redis_url: None,
+            redis_timeout: Duration::from_millis(250),
+            on_store_error: StoreFailure::Closed,
+            default_tier: None,
+            in_flight_lease: Duration::from_secs(600),
+            limits: Vec::new(),
+            tiers: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// One limit: `[[ratelimit.limits]]` or `[[ratelimit.tiers.<name>.limits]]`. Each rate
+/// refills continuously; its burst is one minute's worth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    /// Its name (in keys, messages, metrics).
+    pub name: String,
+    /// Kept per: any of `subject` (or `user`), `tenant`, `team`, `agent`, `key`, `model`,
+    /// `model_family`. Empty: one meter for everyone.
+    #[serde(default, deserialize_with = "key_parts")]
+    pub by: Vec<ai_ratelimit::KeyPart>,
+    /// Requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Input tokens per minute (uncached input plus cache writes).
+    pub input_tokens_per_minute: Option<u64>,
+    /// Output tokens per minute.
+    pub output_tokens_per_minute: Option<u64>,
+    /// Requests in flight at once.
+    pub in_flight: Option<u64>,
+}
+
+/// `[ratelimit.tiers.<name>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierSection {
+    /// Queue priority: a higher tier waiting for capacity is served first. Default 0.
+    pub priority: u8,
+    /// How long a request over its limits may wait for capacity ("0s": refused at once,
+    /// the default).
+    #[serde(deserialize_with = "duration_or_zero")]
+    pub queue_wait: Duration,
+    /// The tier's limits, on top of the common ones.
+    pub limits: Vec<LimitSection>,
+}
+
+fn key_parts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ai_ratelimit::KeyPart>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|p| {
+            ai_ratelimit::KeyPart::parse(p).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown part \"{p}\": use subject, tenant, team, agent, key, model or model_family"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim() == "0" || text.trim() == "0s" {
+        return Ok(Duration::ZERO);
+    }
+    duration(serde::de::value::StringDeserializer::<D::Error>::new(text))
+}
+
+impl LimitSection {
+    fn limit(&self) -> ai_ratelimit::Limit {
+        use ai_ratelimit::{Limit, Rate};
+        let mut l = Limit::new(self.name.as_str()).by(self.by.iter().copied());
+        l.requests = self.requests_per_minute.map(Rate::per_minute);
+        l.input_tokens = self.input_tokens_per_minute.map(Rate::per_minute);
+        l.output_tokens = self.output_tokens_per_minute.map(Rate::per_minute);
+        l.in_flight = self.in_flight;
+        l
+    }
+}
+
+impl RateLimitSection {
+    /// The policy these limits describe, checked.
+    pub fn policy(&self) -> Result<ai_ratelimit::Policy, ConfigError> {
+        let mut p = ai_ratelimit::Policy::new();
+        p.limits = self.limits.iter().map(LimitSection::limit).collect();
+        for (name, t) in &self.tiers {
+            let tier = ai_ratelimit::Tier::new(t.limits.iter().map(LimitSection::limit))
+                .priority(t.priority)
+                .queue_wait(t.queue_wait);
+            p = p.tier(name.as_str(), tier);
+        }
+        p.default_tier = self.default_tier.clone();
+        p.in_flight_lease = Some(self.in_flight_lease);
+        p.validate()
+            .map_err(|e| ConfigError::plain(format!("[ratelimit] {e}")))?;
+        Ok(p)
+    }
+
+    /// The layer, when enabled, and a line saying what it enforces. Must be called inside
+    /// a tokio runtime (the Redis client connects lazily on it).
+    pub fn build(&self) -> Result<Option<(ai_ratelimit::RateLimitLayer, String)>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let policy = self.policy()?;
+        let count =
+            policy.limits.len() + policy.tiers.values().map(|t| t.limits.len()).sum::<usize>();
+        let tiers = policy.tiers.len();
+        let (layer, store) = match self.store {
+            RateLimitStoreKind::Memory => (
+                ai_ratelimit::RateLimitLayer::new(policy),
+                "in memory".to_owned(),
+            ),
+            RateLimitStoreKind::Redis => {
+                let url = self
+                    .redis_url
+                    .as_ref()
+                    .and_then(EnvSecret::value)
+                    .ok_or_else(|| {
+                        ConfigError::plain(
+                            "[ratelimit] store = \"redis\" needs redis_url = \"${VAR}\"",
+                        )
+                    })?;
+                let store = ai_ratelimit::RedisStore::connect(url, self.redis_timeout)
+                    .map_err(|e| ConfigError::plain(format!("[ratelimit] redis_url: {e}")))?;
+                let name = self.redis_url.as_ref().map_or("", EnvSecret::name);
+                (
+                    ai_ratelimit::RateLimitLayer::with_store(policy, store),
+                    format!("on Redis (${{{name}}})"),
+                )
+            }
+        };
+        let layer = layer.on_store_error(match self.on_store_error {
+            StoreFailure::Closed => ai_ratelimit::OnStoreError::Closed,
+            StoreFailure::Open => ai_ratelimit::OnStoreError::Open,
+        });
+        Ok(Some((
+            layer,
+            format!("rate limits: {count} limits, {tiers} tiers, {store}"),
+        )))
+    }
 }
 
 /// Where audit records go.
@@ -837,6 +1038,12 @@ impl GatewayConfig {
         if let Some(k) = &mut config.audit.signing_key {
             resolve(k, origin, text, &env)?;
         }
+        let rl = &mut config.ratelimit;
+        if rl.enabled && rl.store == RateLimitStoreKind::Redis {
+            if let Some(u) = &mut rl.redis_url {
+                resolve(u, origin, text, &env)?;
+            }
+        }
         if let Some(a) = &mut config.auth {
             resolve(&mut a.key_pepper, origin, text, &env)?;
             if let Some(p) = &mut a.user_pseudonym_key {
@@ -859,6 +1066,7 @@ impl GatewayConfig {
             auth: None,
             pseudonym: UserPseudonymLayer::disabled(),
             audit: None,
+            ratelimit: None,
             metrics: None,
         }
     }
@@ -1048,6 +1256,20 @@ mod tests {
             "unauthenticated_per_minute",
             "metrics",
             "metrics_tenant_label",
+            "store",
+            "redis_url",
+            "redis_timeout",
+            "on_store_error",
+            "in_flight_lease",
+            "default_tier",
+            "name",
+            "by",
+            "requests_per_minute",
+            "input_tokens_per_minute",
+            "output_tokens_per_minute",
+            "in_flight",
+            "priority",
+            "queue_wait",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(&format!("{key} = "))),
@@ -1073,6 +1295,21 @@ mod tests {
             auth.user_pseudonym_key.as_ref().map(EnvSecret::name),
             Some("GATEWAY_USER_PSEUDONYM_KEY")
         );
+        let r = &c.ratelimit;
+        let d = RateLimitSection::default();
+        assert_eq!(r.enabled, d.enabled);
+        assert_eq!(r.store, d.store);
+        assert_eq!(r.redis_timeout, d.redis_timeout);
+        assert_eq!(r.on_store_error, d.on_store_error);
+        assert_eq!(r.in_flight_lease, d.in_flight_lease);
+        assert_eq!(r.redis_url.as_ref().map(EnvSecret::name), Some("REDIS_URL"));
+        let policy = r.policy().expect("the sample's limits are valid");
+        assert_eq!(policy.tiers.len(), 2);
+        assert_eq!(
+            policy.tiers["enterprise"].queue_wait,
+            Duration::from_secs(10)
+        );
+        assert_eq!(policy.tiers["pilot"].queue_wait, Duration::ZERO);
         let a = &c.audit;
         let d = AuditSection::default();
         assert!(a.enabled && d.enabled);
@@ -1096,6 +1333,54 @@ mod tests {
             Some("AUDIT_SIGNING_KEY")
         );
         assert!(a.signing_key().is_ok());
+    }
+
+    #[test]
+    fn ratelimit_section_is_checked() {
+        let c = GatewayConfig::parse(
+            "[ratelimit]\nenabled = true\n[[ratelimit.limits]]\nname = \"u\"\nby = [\"user\", \"model_family\"]\nrequests_per_minute = 5\n",
+            "g.toml",
+            env,
+        )
+        .expect("ok");
+        let p = c.ratelimit.policy().expect("policy");
+        assert_eq!(
+            p.limits[0].by,
+            [
+                ai_ratelimit::KeyPart::Subject,
+                ai_ratelimit::KeyPart::ModelFamily
+            ]
+        );
+        assert!(
+            err("[[ratelimit.limits]]\nname = \"u\"\nby = [\"usr\"]\n")
+                .contains("unknown part \"usr\"")
+        );
+        assert!(err("[ratelimit.tiers.x]\nqueue_wait = \"soon\"\n").contains("queue_wait"));
+        // The Redis URL is read only when it is used, and then it must be set.
+        let redis = "[ratelimit]\nenabled = true\nstore = \"redis\"\nredis_url = \"${NOT_SET}\"\n";
+        assert!(err(redis).contains("NOT_SET"));
+        let off = "[ratelimit]\nstore = \"redis\"\nredis_url = \"${NOT_SET}\"\n";
+        assert!(GatewayConfig::parse(off, "g.toml", env).is_ok());
+        let c = GatewayConfig::parse(
+            "[ratelimit]\nenabled = true\ndefault_tier = \"gold\"\n",
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        assert!(
+            c.ratelimit
+                .policy()
+                .expect_err("undefined tier")
+                .to_string()
+                .contains("default tier")
+        );
+        let c = GatewayConfig::parse(
+            "[[ratelimit.limits]]\nname = \"z\"\nin_flight = 0\n",
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        assert!(c.ratelimit.policy().is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! - `server` (default): [`server`], the HTTP server and the default stack.
 //! - `auth` (default): [`auth`], caller authentication by gateway key and model access.
 //! - `audit` (default): [`audit`], tamper-evident audit records, metrics and GenAI spans.
+//! - `ratelimit` (in `server`): [`ratelimit`], token-aware rate limits (memory or Redis).
 //! - `otlp`: `otlp`, export of the GenAI spans to an OpenTelemetry collector (OTLP/HTTP).
 //! - `config` (default): [`config`], the gateway's TOML configuration file.
 
@@ -37,6 +38,9 @@ pub use ai_auth as auth;
 
 #[cfg(feature = "audit")]
 pub use ai_audit as audit;
+
+#[cfg(feature = "ratelimit")]
+pub use ai_ratelimit as ratelimit;
 
 #[cfg(feature = "server")]
 pub mod access_log;

@@ -5,7 +5,7 @@
 //! log ([`AccessLogLayer`]), tracing, `/metrics` (when configured), the audit edge (records
 //! what authentication and the codec refuse), authentication, panic catching (a panic
 //! becomes an Anthropic-shaped 500, never a dropped connection), the edge codec, the audit
-//! layer, model access, user pseudonyms, then the provider.
+//! layer, model access, rate limits (when configured), user pseudonyms, then the provider.
 
 use crate::access_log::AccessLogLayer;
 use ai_audit::AuditLayer;
@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// The audit layer (its edge part goes outside authentication). On shutdown its
     /// aggregates are flushed and its log sealed. Default `None`.
     pub audit: Option<AuditLayer>,
+    /// Rate limits, after model access (a refused model costs nothing) and inside the
+    /// audit layer (refusals are recorded). Default `None`.
+    pub ratelimit: Option<ai_ratelimit::RateLimitLayer>,
     /// `GET <path>` answered with the metrics text (Prometheus exposition format),
     /// before authentication. Default `None`.
     pub metrics: Option<MetricsEndpoint>,
@@ -166,6 +169,7 @@ impl Default for ServerConfig {
             auth: None,
             pseudonym: UserPseudonymLayer::disabled(),
             audit: None,
+            ratelimit: None,
             metrics: None,
         }
     }
@@ -218,6 +222,7 @@ where
         .layer(config.codec.clone())
         .option_layer(config.audit.clone())
         .layer(ModelAccessLayer::new())
+        .option_layer(config.ratelimit.clone())
         .layer(config.pseudonym.clone())
         .service(provider);
     let edge = config.audit.as_ref().map(AuditLayer::edge);

@@ -37,6 +37,23 @@ async fn official_anthropic_sdk_against_the_gateway() {
         },
     )
     .await;
+    // A third with a tight rate limit: one request per two seconds.
+    let policy = ai_gateway::ratelimit::Policy::new().limit(
+        ai_gateway::ratelimit::Limit::new("per-caller")
+            .by([ai_gateway::ratelimit::KeyPart::Subject])
+            .requests(ai_gateway::ratelimit::Rate::new(
+                1,
+                std::time::Duration::from_secs(2),
+            )),
+    );
+    let limited = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            ratelimit: Some(ai_gateway::ratelimit::RateLimitLayer::new(policy)),
+            ..GatewayOpts::default()
+        },
+    )
+    .await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let out = tokio::process::Command::new(&py)
         .args([
@@ -52,6 +69,7 @@ async fn official_anthropic_sdk_against_the_gateway() {
         .env("GATEWAY_URL", format!("http://{gw}"))
         .env("GATEWAY_AUTH_URL", format!("http://{keyed}"))
         .env("GATEWAY_KEY", &key)
+        .env("GATEWAY_LIMITED_URL", format!("http://{limited}"))
         .current_dir(&dir)
         .kill_on_drop(true)
         .output();

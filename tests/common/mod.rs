@@ -340,6 +340,7 @@ pub struct GatewayOpts {
     pub pseudonym: ai_gateway::auth::UserPseudonymLayer,
     pub audit: Option<ai_gateway::audit::AuditLayer>,
     pub metrics: Option<ai_gateway::server::MetricsEndpoint>,
+    pub ratelimit: Option<ai_gateway::ratelimit::RateLimitLayer>,
 }
 
 impl Default for GatewayOpts {
@@ -356,6 +357,7 @@ impl Default for GatewayOpts {
             pseudonym: ai_gateway::auth::UserPseudonymLayer::disabled(),
             audit: None,
             metrics: None,
+            ratelimit: None,
         }
     }
 }
@@ -438,6 +440,7 @@ where
         auth: opts.auth,
         pseudonym: opts.pseudonym,
         audit: opts.audit,
+        ratelimit: opts.ratelimit,
         metrics: opts.metrics,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -216,3 +216,30 @@ def test_a_wrong_key_is_an_authentication_error(wrong):
         client.messages.create(model="replay/message_basic", max_tokens=64, messages=USER)
     assert exc.value.body["error"]["type"] == "authentication_error"
     assert exc.value.body["error"]["message"] == "invalid api key"
+
+
+def test_a_rate_limit_is_a_rate_limit_error_and_the_sdk_s_own_retry_succeeds():
+    import os
+    import time
+
+    url = os.environ.get("GATEWAY_LIMITED_URL")
+    if not url:
+        pytest.fail("GATEWAY_LIMITED_URL is not set: run through `cargo test --test python_sdk`")
+    # The gateway allows one request per two seconds to this caller.
+    once = anthropic.Anthropic(base_url=url, api_key="caller-key", max_retries=0)
+    first = once.messages.with_raw_response.create(model="replay/message_basic", max_tokens=64, messages=USER)
+    assert first.headers["anthropic-ratelimit-requests-limit"] == "1"
+    assert first.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    with pytest.raises(anthropic.RateLimitError) as exc:
+        once.messages.create(model="replay/message_basic", max_tokens=64, messages=USER)
+    headers = exc.value.response.headers
+    assert 1 <= int(headers["retry-after"]) <= 2
+    assert 0 < int(headers["retry-after-ms"]) <= 2000
+    assert exc.value.body["error"]["type"] == "rate_limit_error"
+    assert "requests per 2s per subject" in exc.value.body["error"]["message"]
+    # The SDK's default retry obeys retry-after-ms and gets through once the meter refills.
+    retrying = anthropic.Anthropic(base_url=url, api_key="caller-key", max_retries=2)
+    started = time.monotonic()
+    msg = retrying.messages.create(model="replay/message_basic", max_tokens=64, messages=USER)
+    assert msg.content[0].text == "The capital of France is Paris."
+    assert time.monotonic() - started >= 0.5

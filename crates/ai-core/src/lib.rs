@@ -76,8 +76,7 @@ pub use codec::{CodecBody, MessagesCodec, MessagesCodecLayer};
 pub use error::{AiError, ErrorKind};
 pub use ext::{
     AllowedModels, Attempt, AuthFailure, CallReport, ClientAddr, ComponentClass, Cost,
-    CredentialId,
-    DataCategories, DataCategory, DataClass, DataClassification, Endpoint, Principal,
+    CredentialId, DataCategories, DataCategory, DataClass, DataClassification, Endpoint, Principal,
     PromptTemplate, ReportData, RequestId, RequestedModel, Route, Served, Surface, Timings,
     Verdict, Verdicts, Workload,
 };

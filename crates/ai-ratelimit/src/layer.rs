@@ -5,7 +5,9 @@ use crate::policy::{Axis, KeyContext, Limit, Policy};
 use crate::queue::{Queues, Waiter};
 use crate::rate::{Rate, Standing};
 use crate::store::{Adjust, Admission, Charge, Gauge, MemoryStore, Store, StoreError};
-use ai_core::{AiBody, AiError, Completion, CompletionFuture, ErrorKind, MessagesRequest, Principal, Verdicts};
+use ai_core::{
+    AiBody, AiError, Completion, CompletionFuture, ErrorKind, MessagesRequest, Principal, Verdicts,
+};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -41,7 +43,10 @@ impl Clock {
 
     /// Microseconds since the Unix epoch.
     pub fn now_us(&self) -> u64 {
-        self.base_us + tokio::time::Instant::now().duration_since(self.base).as_micros() as u64
+        self.base_us
+            + tokio::time::Instant::now()
+                .duration_since(self.base)
+                .as_micros() as u64
     }
 
     fn wall(&self, after: Duration) -> SystemTime {
@@ -183,7 +188,14 @@ impl RateLimitLayer {
         if let Some(c) = credential {
             ext.insert(c.clone());
         }
-        let mut plan = self.core.plan(&ext, model, Some(Costs { input: 0, output: 0 }));
+        let mut plan = self.core.plan(
+            &ext,
+            model,
+            Some(Costs {
+                input: 0,
+                output: 0,
+            }),
+        );
         for c in &mut plan.charges {
             c.cost = 0;
         }
@@ -297,7 +309,11 @@ impl Core {
     /// One check against the store, or the local fallback when it fails open.
     async fn check(&self, plan: &Plan) -> Result<(Admission, bool), AiError> {
         let now = self.clock.now_us();
-        match self.store.acquire_leased(now, plan.lease, &plan.charges).await {
+        match self
+            .store
+            .acquire_leased(now, plan.lease, &plan.charges)
+            .await
+        {
             Ok(a) => Ok((a, false)),
             Err(e) => {
                 metrics::counter!("gen_ai_gateway_ratelimit_store_errors_total",
@@ -353,15 +369,19 @@ impl Core {
                     match retry_after {
                         Some(wait) if queueing && wait <= left => {
                             if waiter.is_none() {
-                                metrics::counter!("gen_ai_gateway_ratelimit_queued_total").increment(1);
-                                waiter = Some(self.queues.join(&plan.charges[index].key, plan.priority));
+                                metrics::counter!("gen_ai_gateway_ratelimit_queued_total")
+                                    .increment(1);
+                                waiter =
+                                    Some(self.queues.join(&plan.charges[index].key, plan.priority));
                             }
                             if waiter.as_ref().is_some_and(Waiter::is_head) {
                                 tokio::time::sleep(wait.max(Duration::from_micros(1))).await;
                             }
                         }
                         _ if waiter.is_some() || queueing => {
-                            return Err(self.refuse_queued(plan, Some((index, retry_after, &standings))));
+                            return Err(
+                                self.refuse_queued(plan, Some((index, retry_after, &standings)))
+                            );
                         }
                         _ => return Err(self.refuse(plan, index, retry_after, &standings)),
                     }
@@ -370,10 +390,17 @@ impl Core {
         }
     }
 
-    fn refuse(&self, plan: &Plan, index: usize, retry: Option<Duration>, standings: &[Standing]) -> AiError {
+    fn refuse(
+        &self,
+        plan: &Plan,
+        index: usize,
+        retry: Option<Duration>,
+        standings: &[Standing],
+    ) -> AiError {
         let (limit, axis) = &plan.meta[index];
         let rate = rate_of(&plan.charges[index].gauge);
-        metrics::counter!("gen_ai_gateway_ratelimit_rejected_total", "axis" => axis.label()).increment(1);
+        metrics::counter!("gen_ai_gateway_ratelimit_rejected_total", "axis" => axis.label())
+            .increment(1);
         let what = axis.describe(rate.as_ref());
         let figure = match (&plan.charges[index].gauge, rate) {
             (_, Some(r)) => r.amount,
@@ -401,7 +428,11 @@ impl Core {
         with_retry_ms(e, retry)
     }
 
-    fn refuse_queued(&self, plan: &Plan, denied: Option<(usize, Option<Duration>, &[Standing])>) -> AiError {
+    fn refuse_queued(
+        &self,
+        plan: &Plan,
+        denied: Option<(usize, Option<Duration>, &[Standing])>,
+    ) -> AiError {
         metrics::counter!("gen_ai_gateway_ratelimit_queue_timeouts_total").increment(1);
         let waited = humantime::format_duration(plan.queue_wait);
         let (detail, retry, mut e_headers) = match denied {
@@ -410,7 +441,16 @@ impl Core {
                 let rate = rate_of(&plan.charges[i].gauge);
                 let mut h = HeaderMap::new();
                 self.write_headers(&mut h, plan, standings);
-                (format!(": {} {} (limit {:?})", axis.describe(rate.as_ref()), limit.scope(), &*limit.name), retry, h)
+                (
+                    format!(
+                        ": {} {} (limit {:?})",
+                        axis.describe(rate.as_ref()),
+                        limit.scope(),
+                        &*limit.name
+                    ),
+                    retry,
+                    h,
+                )
             }
             None => (String::new(), None, HeaderMap::new()),
         };
@@ -444,7 +484,12 @@ impl Core {
                     HeaderName::try_from(format!("anthropic-ratelimit-{prefix}-{suffix}"))
                 };
                 let reset = humantime::format_rfc3339_seconds(self.clock.wall(s.reset)).to_string();
-                if let (Ok(l), Ok(r), Ok(t), Ok(rv)) = (name("limit"), name("remaining"), name("reset"), HeaderValue::try_from(reset)) {
+                if let (Ok(l), Ok(r), Ok(t), Ok(rv)) = (
+                    name("limit"),
+                    name("remaining"),
+                    name("reset"),
+                    HeaderValue::try_from(reset),
+                ) {
                     h.insert(l, HeaderValue::from(s.limit));
                     h.insert(r, HeaderValue::from(s.remaining));
                     h.insert(t, rv);
@@ -494,7 +539,9 @@ impl Core {
                 Ok(h) => {
                     h.spawn(fut);
                 }
-                Err(_) => tracing::warn!(target: "ai_ratelimit", "no runtime to settle a rate limit reservation on"),
+                Err(_) => {
+                    tracing::warn!(target: "ai_ratelimit", "no runtime to settle a rate limit reservation on")
+                }
             }
         }
     }
@@ -505,7 +552,8 @@ impl Core {
 fn with_retry_ms(mut e: AiError, retry: Option<Duration>) -> AiError {
     if let Some(r) = retry {
         let ms = r.as_millis().max(1) as u64;
-        e.headers_mut().insert("retry-after-ms", HeaderValue::from(ms));
+        e.headers_mut()
+            .insert("retry-after-ms", HeaderValue::from(ms));
     }
     e
 }
@@ -520,7 +568,9 @@ fn rate_of(g: &Gauge) -> Option<Rate> {
 fn unavailable(e: &StoreError) -> AiError {
     AiError::new(
         ErrorKind::Api,
-        format!("the rate limiter is unavailable, so the request was not sent ({e}); retry shortly"),
+        format!(
+            "the rate limiter is unavailable, so the request was not sent ({e}); retry shortly"
+        ),
     )
     .with_status(StatusCode::SERVICE_UNAVAILABLE)
     .with_retry_after(Some(Duration::from_secs(1)))
@@ -629,7 +679,8 @@ pub struct RequestRateLimitLayer {
 
 impl fmt::Debug for RequestRateLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestRateLimitLayer").finish_non_exhaustive()
+        f.debug_struct("RequestRateLimitLayer")
+            .finish_non_exhaustive()
     }
 }
 
@@ -720,7 +771,10 @@ fn error_response<RB>(e: &AiError) -> Response<Either<RB, Full<Bytes>>> {
     for (k, v) in e.headers() {
         h.append(k, v.clone());
     }
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(after) = e.retry_after() {
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
         h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

@@ -283,7 +283,11 @@ pub struct KeyContext<'a> {
 
 impl<'a> KeyContext<'a> {
     /// From a request's extensions (`Principal`, `CredentialId`) and its model.
-    pub fn from_extensions(ext: &'a Extensions, anonymous: &'a Principal, model: Option<&'a str>) -> Self {
+    pub fn from_extensions(
+        ext: &'a Extensions,
+        anonymous: &'a Principal,
+        model: Option<&'a str>,
+    ) -> Self {
         KeyContext {
             principal: ext.get::<Principal>().unwrap_or(anonymous),
             credential: ext.get::<CredentialId>(),
@@ -395,9 +399,15 @@ impl Policy {
             .iter()
             .chain(self.tiers.values().flat_map(|t| &t.limits));
         for l in all {
-            for r in [&l.requests, &l.input_tokens, &l.output_tokens].into_iter().flatten() {
+            for r in [&l.requests, &l.input_tokens, &l.output_tokens]
+                .into_iter()
+                .flatten()
+            {
                 if r.amount == 0 || r.burst == 0 || r.period.is_zero() {
-                    return Err(format!("limit {:?}: a rate needs an amount, a burst and a period above zero", l.name));
+                    return Err(format!(
+                        "limit {:?}: a rate needs an amount, a burst and a period above zero",
+                        l.name
+                    ));
                 }
             }
             if l.in_flight == Some(0) {
@@ -474,14 +484,26 @@ mod tests {
         );
         assert_eq!(all.key(Axis::InFlight, &cx).expect("key"), "rl:{g=}:all:f:");
         // A part the caller lacks: the limit does not apply.
-        assert_eq!(Limit::new("team").by([KeyPart::Team]).key(Axis::Requests, &cx), None);
+        assert_eq!(
+            Limit::new("team")
+                .by([KeyPart::Team])
+                .key(Axis::Requests, &cx),
+            None
+        );
     }
 
     #[test]
     fn tiers_and_validation() {
         let p = Policy::new()
-            .limit(Limit::new("tenant").by([KeyPart::Tenant]).requests(Rate::per_minute(10)))
-            .tier("pilot", Tier::new([Limit::new("user").requests(Rate::per_minute(1))]))
+            .limit(
+                Limit::new("tenant")
+                    .by([KeyPart::Tenant])
+                    .requests(Rate::per_minute(10)),
+            )
+            .tier(
+                "pilot",
+                Tier::new([Limit::new("user").requests(Rate::per_minute(1))]),
+            )
             .tier("enterprise", Tier::new([]).priority(2))
             .default_tier("pilot");
         assert!(p.validate().is_ok());

@@ -110,7 +110,9 @@ impl Meter {
             return Err(None);
         }
         let us = (debt - cap).div_ceil(u128::from(rate.amount.max(1)));
-        Err(Some(Duration::from_micros(us.min(u128::from(u64::MAX)) as u64)))
+        Err(Some(Duration::from_micros(
+            us.min(u128::from(u64::MAX)) as u64
+        )))
     }
 
     /// Adds `delta` units (negative: gives them back) at `now`, whatever the capacity:
@@ -199,7 +201,9 @@ mod tests {
     #[test]
     fn huge_values_do_not_overflow() {
         let r = Rate::new(u64::MAX, Duration::from_secs(86_400 * 365));
-        let m = Meter::default().try_spend(&r, u64::MAX / 2, u64::MAX).expect("fits");
+        let m = Meter::default()
+            .try_spend(&r, u64::MAX / 2, u64::MAX)
+            .expect("fits");
         let _ = m.standing(&r, u64::MAX);
         let _ = m.adjust(&r, 0, i64::MAX);
     }

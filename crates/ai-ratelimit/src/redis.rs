@@ -175,7 +175,11 @@ impl RedisStore {
         for c in charges {
             inv.key(c.key.as_str());
             match c.gauge {
-                Gauge::Rate(r) => inv.arg(1).arg(r.amount.max(1)).arg(r.period_us()).arg(r.burst),
+                Gauge::Rate(r) => inv
+                    .arg(1)
+                    .arg(r.amount.max(1))
+                    .arg(r.period_us())
+                    .arg(r.burst),
                 Gauge::InFlight { max, lease } => inv
                     .arg(2)
                     .arg(max)
@@ -190,7 +194,10 @@ impl RedisStore {
             .await
             .map_err(|e| StoreError(e.to_string()))?;
         if out.len() != 2 + 3 * charges.len() {
-            return Err(StoreError(format!("unexpected reply of {} values", out.len())));
+            return Err(StoreError(format!(
+                "unexpected reply of {} values",
+                out.len()
+            )));
         }
         let standings = out[2..]
             .chunks(3)

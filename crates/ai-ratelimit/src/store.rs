@@ -283,7 +283,9 @@ impl MemoryStore {
                 continue;
             };
             match (a.gauge, *cell) {
-                (Gauge::Rate(rate), Cell::Rate(m)) => *cell = Cell::Rate(m.adjust(&rate, now, a.delta)),
+                (Gauge::Rate(rate), Cell::Rate(m)) => {
+                    *cell = Cell::Rate(m.adjust(&rate, now, a.delta))
+                }
                 (Gauge::InFlight { .. }, Cell::InFlight(k)) => {
                     *cell = Cell::InFlight(k.saturating_sub(1))
                 }

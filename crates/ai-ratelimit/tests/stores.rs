@@ -40,8 +40,15 @@ fn adjust(c: &Charge, delta: i64) -> Adjust {
 }
 
 async fn remaining(store: &dyn Store, now: u64, c: &Charge) -> u64 {
-    let peek = Charge { cost: 0, ..c.clone() };
-    match store.acquire(now, std::slice::from_ref(&peek)).await.expect("store") {
+    let peek = Charge {
+        cost: 0,
+        ..c.clone()
+    };
+    match store
+        .acquire(now, std::slice::from_ref(&peek))
+        .await
+        .expect("store")
+    {
         Admission::Admitted(s) => s[0].remaining,
         other => panic!("a zero-cost peek was refused: {other:?}"),
     }
@@ -54,12 +61,20 @@ fn admitted(a: &Admission) -> bool {
 async fn burst_then_steady_refill(store: &dyn Store, ns: &str) {
     let c = rate(&format!("rl:{{{ns}}}:burst"), Rate::per_minute(60), 1);
     for i in 0..60 {
-        match store.acquire(T0, std::slice::from_ref(&c)).await.expect("store") {
+        match store
+            .acquire(T0, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+        {
             Admission::Admitted(s) => assert_eq!(s[0].remaining, 59 - i),
             other => panic!("request {i} refused: {other:?}"),
         }
     }
-    match store.acquire(T0, std::slice::from_ref(&c)).await.expect("store") {
+    match store
+        .acquire(T0, std::slice::from_ref(&c))
+        .await
+        .expect("store")
+    {
         Admission::Denied {
             index,
             retry_after,
@@ -74,8 +89,18 @@ async fn burst_then_steady_refill(store: &dyn Store, ns: &str) {
         other => panic!("61st admitted: {other:?}"),
     }
     // One back per second; no whole new window at the minute's edge.
-    assert!(!admitted(&store.acquire(T0 + SEC - 1, std::slice::from_ref(&c)).await.expect("store")));
-    assert!(admitted(&store.acquire(T0 + SEC, std::slice::from_ref(&c)).await.expect("store")));
+    assert!(!admitted(
+        &store
+            .acquire(T0 + SEC - 1, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
+    assert!(admitted(
+        &store
+            .acquire(T0 + SEC, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
     assert_eq!(remaining(store, T0 + 30 * SEC, &c).await, 29);
     assert_eq!(remaining(store, T0 + 120 * SEC, &c).await, 60);
 }
@@ -83,38 +108,74 @@ async fn burst_then_steady_refill(store: &dyn Store, ns: &str) {
 async fn all_or_nothing(store: &dyn Store, ns: &str) {
     let a = rate(&format!("rl:{{{ns}}}:a"), Rate::per_minute(100), 10);
     let b = rate(&format!("rl:{{{ns}}}:b"), Rate::per_minute(5), 10);
-    match store.acquire(T0, &[a.clone(), b.clone()]).await.expect("store") {
-        Admission::Denied { index, retry_after, .. } => {
+    match store
+        .acquire(T0, &[a.clone(), b.clone()])
+        .await
+        .expect("store")
+    {
+        Admission::Denied {
+            index, retry_after, ..
+        } => {
             assert_eq!(index, 1);
             assert_eq!(retry_after, None, "10 can never fit a burst of 5");
         }
         other => panic!("admitted: {other:?}"),
     }
-    assert_eq!(remaining(store, T0, &a).await, 100, "a refused check spends nothing");
+    assert_eq!(
+        remaining(store, T0, &a).await,
+        100,
+        "a refused check spends nothing"
+    );
 }
 
 async fn groups_on_different_hash_tags_roll_back(store: &dyn Store, ns: &str) {
     let a = rate(&format!("rl:{{{ns}-one}}:a"), Rate::per_minute(100), 10);
     let b = rate(&format!("rl:{{{ns}-two}}:b"), Rate::per_minute(5), 6);
-    let r = store.acquire(T0, &[a.clone(), b.clone()]).await.expect("store");
+    let r = store
+        .acquire(T0, &[a.clone(), b.clone()])
+        .await
+        .expect("store");
     assert!(!admitted(&r));
-    assert_eq!(remaining(store, T0, &a).await, 100, "the first group's reservation was given back");
+    assert_eq!(
+        remaining(store, T0, &a).await,
+        100,
+        "the first group's reservation was given back"
+    );
     let b = Charge { cost: 5, ..b };
-    assert!(admitted(&store.acquire(T0, &[a.clone(), b]).await.expect("store")));
+    assert!(admitted(
+        &store.acquire(T0, &[a.clone(), b]).await.expect("store")
+    ));
     assert_eq!(remaining(store, T0, &a).await, 90);
 }
 
 async fn settle_gives_back_and_charges_extra(store: &dyn Store, ns: &str) {
     let c = rate(&format!("rl:{{{ns}}}:tok"), Rate::per_minute(1000), 100);
-    assert!(admitted(&store.acquire(T0, std::slice::from_ref(&c)).await.expect("store")));
-    store.settle(T0, 0, &[adjust(&c, -60)]).await.expect("settle");
+    assert!(admitted(
+        &store
+            .acquire(T0, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
+    store
+        .settle(T0, 0, &[adjust(&c, -60)])
+        .await
+        .expect("settle");
     assert_eq!(remaining(store, T0, &c).await, 960);
-    store.settle(T0, 0, &[adjust(&c, 500)]).await.expect("settle");
+    store
+        .settle(T0, 0, &[adjust(&c, 500)])
+        .await
+        .expect("settle");
     assert_eq!(remaining(store, T0, &c).await, 460);
     // Real usage beyond the burst leaves a debt the next request waits out.
-    store.settle(T0, 0, &[adjust(&c, 1000)]).await.expect("settle");
+    store
+        .settle(T0, 0, &[adjust(&c, 1000)])
+        .await
+        .expect("settle");
     assert_eq!(remaining(store, T0, &c).await, 0);
-    let one = Charge { cost: 1, ..c.clone() };
+    let one = Charge {
+        cost: 1,
+        ..c.clone()
+    };
     match store.acquire(T0, &[one]).await.expect("store") {
         // Debt 1540 units of 60 ms each, capacity 1000: 541 units to pay back.
         Admission::Denied { retry_after, .. } => {
@@ -123,19 +184,52 @@ async fn settle_gives_back_and_charges_extra(store: &dyn Store, ns: &str) {
         other => panic!("admitted in debt: {other:?}"),
     }
     // Refunding more than is owed stops at a full meter.
-    store.settle(T0, 0, &[adjust(&c, -1_000_000)]).await.expect("settle");
+    store
+        .settle(T0, 0, &[adjust(&c, -1_000_000)])
+        .await
+        .expect("settle");
     assert_eq!(remaining(store, T0, &c).await, 1000);
 }
 
 async fn in_flight_slots(store: &dyn Store, ns: &str) {
     let c = flight(&format!("rl:{{{ns}}}:fl"), 2);
-    assert!(admitted(&store.acquire_leased(T0, 1, std::slice::from_ref(&c)).await.expect("store")));
-    assert!(admitted(&store.acquire_leased(T0, 2, std::slice::from_ref(&c)).await.expect("store")));
-    assert!(!admitted(&store.acquire_leased(T0, 3, std::slice::from_ref(&c)).await.expect("store")));
-    store.settle(T0, 1, &[adjust(&c, -1)]).await.expect("release");
-    assert!(admitted(&store.acquire_leased(T0, 3, std::slice::from_ref(&c)).await.expect("store")));
-    let too_big = Charge { cost: 3, ..c.clone() };
-    match store.acquire_leased(T0, 4, &[too_big]).await.expect("store") {
+    assert!(admitted(
+        &store
+            .acquire_leased(T0, 1, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
+    assert!(admitted(
+        &store
+            .acquire_leased(T0, 2, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
+    assert!(!admitted(
+        &store
+            .acquire_leased(T0, 3, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
+    store
+        .settle(T0, 1, &[adjust(&c, -1)])
+        .await
+        .expect("release");
+    assert!(admitted(
+        &store
+            .acquire_leased(T0, 3, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
+    let too_big = Charge {
+        cost: 3,
+        ..c.clone()
+    };
+    match store
+        .acquire_leased(T0, 4, &[too_big])
+        .await
+        .expect("store")
+    {
         Admission::Denied { retry_after, .. } => assert_eq!(retry_after, None),
         other => panic!("{other:?}"),
     }
@@ -143,10 +237,18 @@ async fn in_flight_slots(store: &dyn Store, ns: &str) {
 
 async fn one_key_twice_in_one_check(store: &dyn Store, ns: &str) {
     let c = rate(&format!("rl:{{{ns}}}:dup"), Rate::per_minute(10), 6);
-    let r = store.acquire(T0, &[c.clone(), c.clone()]).await.expect("store");
+    let r = store
+        .acquire(T0, &[c.clone(), c.clone()])
+        .await
+        .expect("store");
     assert!(!admitted(&r), "6 + 6 over a burst of 10");
-    let c4 = Charge { cost: 4, ..c.clone() };
-    assert!(admitted(&store.acquire(T0, &[c.clone(), c4]).await.expect("store")));
+    let c4 = Charge {
+        cost: 4,
+        ..c.clone()
+    };
+    assert!(admitted(
+        &store.acquire(T0, &[c.clone(), c4]).await.expect("store")
+    ));
     assert_eq!(remaining(store, T0, &c).await, 0);
 }
 
@@ -236,25 +338,52 @@ fn memory_store_forgets_nothing_it_needs() {
 async fn redis_keys_expire_on_their_own() {
     use redis_server::RedisServer;
     let server = RedisServer::start();
-    let store = ai_ratelimit::RedisStore::connect(&server.url(), Duration::from_secs(2)).expect("client");
+    let store =
+        ai_ratelimit::RedisStore::connect(&server.url(), Duration::from_secs(2)).expect("client");
     let c = rate("rl:{t=acme}:user:r:subject=bob", Rate::per_minute(60), 30);
-    assert!(admitted(&store.acquire(T0, std::slice::from_ref(&c)).await.expect("store")));
+    assert!(admitted(
+        &store
+            .acquire(T0, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
     let out = std::process::Command::new("redis-cli")
         .args(["-p", &server.port.to_string(), "PTTL", &c.key])
         .output();
     if let Ok(out) = out {
-        let ttl: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(-99);
+        let ttl: i64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(-99);
         // 30 units of a second each: full again in 30 s.
         assert!((29_000..=30_002).contains(&ttl), "PTTL {ttl}");
     }
     // Given back entirely: the key is deleted at once.
-    store.settle(T0, 0, &[adjust(&c, -30)]).await.expect("settle");
+    store
+        .settle(T0, 0, &[adjust(&c, -30)])
+        .await
+        .expect("settle");
     assert_eq!(remaining(&store, T0, &c).await, 60);
     // A lease held by a replica that died expires after the lease time.
     let f = flight("rl:{t=acme}:user:f:subject=bob", 1);
-    assert!(admitted(&store.acquire_leased(T0, 7, std::slice::from_ref(&f)).await.expect("store")));
-    assert!(!admitted(&store.acquire_leased(T0 + SEC, 8, std::slice::from_ref(&f)).await.expect("store")));
-    assert!(admitted(&store.acquire_leased(T0 + 61 * SEC, 8, std::slice::from_ref(&f)).await.expect("store")));
+    assert!(admitted(
+        &store
+            .acquire_leased(T0, 7, std::slice::from_ref(&f))
+            .await
+            .expect("store")
+    ));
+    assert!(!admitted(
+        &store
+            .acquire_leased(T0 + SEC, 8, std::slice::from_ref(&f))
+            .await
+            .expect("store")
+    ));
+    assert!(admitted(
+        &store
+            .acquire_leased(T0 + 61 * SEC, 8, std::slice::from_ref(&f))
+            .await
+            .expect("store")
+    ));
 }
 
 /// Redis unreachable: every call fails with a store error (the layer decides what then).
@@ -263,9 +392,15 @@ async fn redis_keys_expire_on_their_own() {
 async fn redis_down_is_an_error_not_a_hang() {
     use redis_server::RedisServer;
     let mut server = RedisServer::start();
-    let store = ai_ratelimit::RedisStore::connect(&server.url(), Duration::from_millis(300)).expect("client");
+    let store = ai_ratelimit::RedisStore::connect(&server.url(), Duration::from_millis(300))
+        .expect("client");
     let c = rate("rl:{x}:k", Rate::per_minute(60), 1);
-    assert!(admitted(&store.acquire(T0, std::slice::from_ref(&c)).await.expect("store")));
+    assert!(admitted(
+        &store
+            .acquire(T0, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
     server.stop();
     let started = std::time::Instant::now();
     let r = store.acquire(T0, std::slice::from_ref(&c)).await;
