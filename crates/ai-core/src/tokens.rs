@@ -24,6 +24,10 @@ use crate::wire::{Content, ContentBlock, MessagesRequest};
 pub const IMAGE_TOKENS: u64 = 1_600;
 /// Tokens charged per message for role and framing.
 pub const MESSAGE_OVERHEAD: u64 = 4;
+/// Tokens of the system prompt the API adds when a request carries tools. Anthropic
+/// documents 159 to 530 by model and `tool_choice`; recorded calls of current models show
+/// about 300 (see docs/ai-ratelimit.md, "The estimator").
+pub const TOOLS_OVERHEAD: u64 = 300;
 
 /// Estimated tokens of a text.
 pub fn estimate_text(text: &str) -> u64 {
@@ -59,18 +63,23 @@ pub fn estimate_request(req: &MessagesRequest) -> u64 {
         .iter()
         .map(|m| MESSAGE_OVERHEAD + estimate_content(&m.content))
         .sum();
-    let tools: u64 = req.tools.as_ref().map_or(0, |ts| {
-        ts.iter()
-            .map(|t| {
-                MESSAGE_OVERHEAD
-                    + t.name.as_deref().map_or(0, estimate_text)
-                    + t.description.as_deref().map_or(0, estimate_text)
-                    + t.input_schema
-                        .as_ref()
-                        .map_or(0, |s| (s.get().len() as u64).div_ceil(4))
-            })
-            .sum()
-    });
+    let tools: u64 = req
+        .tools
+        .as_ref()
+        .filter(|ts| !ts.is_empty())
+        .map_or(0, |ts| {
+            TOOLS_OVERHEAD
+                + ts.iter()
+                    .map(|t| {
+                        MESSAGE_OVERHEAD
+                            + t.name.as_deref().map_or(0, estimate_text)
+                            + t.description.as_deref().map_or(0, estimate_text)
+                            + t.input_schema
+                                .as_ref()
+                                .map_or(0, |s| (s.get().len() as u64).div_ceil(4))
+                    })
+                    .sum::<u64>()
+        });
     system + messages + tools
 }
 
