@@ -9,12 +9,12 @@ use ai_core::{
     AiBody, AiError, Completion, CompletionFuture, ErrorKind, MessagesRequest, Principal, Verdicts,
 };
 use bytes::Bytes;
-use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
+use smallvec::SmallVec;
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -335,8 +335,19 @@ impl Core {
 
     /// Checks and reserves, waiting in the overflow queue when the tier allows.
     async fn admit(&self, plan: &Plan) -> Result<Admitted, AiError> {
-        let deadline = tokio::time::Instant::now() + plan.queue_wait;
         let queueing = !plan.queue_wait.is_zero();
+        if !queueing {
+            let (admission, local) = self.check(plan).await?;
+            return match admission {
+                Admission::Admitted(standings) => Ok(Admitted { standings, local }),
+                Admission::Denied {
+                    index,
+                    retry_after,
+                    standings,
+                } => Err(self.refuse(plan, index, retry_after, &standings)),
+            };
+        }
+        let deadline = tokio::time::Instant::now() + plan.queue_wait;
         let mut waiter: Option<Waiter> = None;
         if queueing {
             let keys = plan.charges.iter().map(|c| c.key.as_str());
@@ -467,11 +478,9 @@ impl Core {
     /// axis, the limit that applies with the least remaining.
     fn write_headers(&self, h: &mut HeaderMap, plan: &Plan, standings: &[Standing]) {
         strip_upstream(h);
-        for (axis, prefix) in [
-            (Axis::Requests, "requests"),
-            (Axis::InputTokens, "input-tokens"),
-            (Axis::OutputTokens, "output-tokens"),
-        ] {
+        h.reserve(9);
+        let mut wall = None;
+        for (axis, [limit, remaining, reset]) in RATE_HEADERS {
             let tightest = plan
                 .meta
                 .iter()
@@ -479,71 +488,127 @@ impl Core {
                 .filter(|((_, a), _)| *a == axis)
                 .map(|(_, s)| s)
                 .min_by_key(|s| s.remaining);
-            if let Some(s) = tightest {
-                let name = |suffix: &str| {
-                    HeaderName::try_from(format!("anthropic-ratelimit-{prefix}-{suffix}"))
-                };
-                let reset = humantime::format_rfc3339_seconds(self.clock.wall(s.reset)).to_string();
-                if let (Ok(l), Ok(r), Ok(t), Ok(rv)) = (
-                    name("limit"),
-                    name("remaining"),
-                    name("reset"),
-                    HeaderValue::try_from(reset),
-                ) {
-                    h.insert(l, HeaderValue::from(s.limit));
-                    h.insert(r, HeaderValue::from(s.remaining));
-                    h.insert(t, rv);
-                }
+            let Some(s) = tightest else { continue };
+            let base = *wall.get_or_insert_with(|| self.clock.wall(Duration::ZERO));
+            let mut buf = StackStr::default();
+            let _ = write!(buf, "{}", humantime::format_rfc3339_seconds(base + s.reset));
+            if let Ok(v) = HeaderValue::from_bytes(buf.as_bytes()) {
+                h.insert(reset, v);
             }
+            h.insert(limit, HeaderValue::from(s.limit));
+            h.insert(remaining, HeaderValue::from(s.remaining));
         }
     }
 
     /// Gives back what the response did not use, once, when it is over.
-    fn settle(&self, plan: &Plan, costs: Option<Costs>, local: bool, c: &Completion) {
-        let mut adjust = Vec::with_capacity(plan.charges.len());
-        for (charge, (_, axis)) in plan.charges.iter().zip(&plan.meta) {
+    fn settle(&self, plan: &Arc<Plan>, costs: Option<Costs>, local: bool, c: &Completion) {
+        let mut deltas: SmallVec<[(usize, i64); 8]> = SmallVec::new();
+        for (i, (_, axis)) in plan.meta.iter().enumerate() {
             let delta = match (axis, costs) {
-                (Axis::Requests, _) => continue,
                 (Axis::InFlight, _) => -1,
                 (Axis::InputTokens, Some(k)) => c.input_tokens() as i64 - k.input as i64,
                 (Axis::OutputTokens, Some(k)) => c.output_tokens() as i64 - k.output as i64,
-                (_, None) => continue,
+                _ => continue,
             };
             if delta != 0 || *axis == Axis::InFlight {
-                adjust.push(Adjust {
-                    key: charge.key.clone(),
-                    gauge: charge.gauge,
-                    delta,
-                });
+                deltas.push((i, delta));
             }
         }
-        if adjust.is_empty() {
+        if deltas.is_empty() {
             return;
         }
         let now = self.clock.now_us();
+        let adjust: SmallVec<[Adjust<'_>; 8]> = deltas
+            .iter()
+            .map(|&(i, delta)| plan.adjust(i, delta))
+            .collect();
         if local {
             self.local.settle_now(now, &adjust);
             return;
         }
+        if self.store.try_settle_local(now, plan.lease, &adjust) {
+            return;
+        }
         let store = self.store.clone();
-        let lease = plan.lease;
-        let mut fut: BoxFuture<'static, ()> = Box::pin(async move {
-            if let Err(e) = store.settle(now, lease, &adjust).await {
+        let plan = plan.clone();
+        let fut = async move {
+            let adjust: SmallVec<[Adjust<'_>; 8]> = deltas
+                .iter()
+                .map(|&(i, delta)| plan.adjust(i, delta))
+                .collect();
+            if let Err(e) = store.settle(now, plan.lease, &adjust).await {
                 metrics::counter!("gen_ai_gateway_ratelimit_store_errors_total", "policy" => "settle").increment(1);
                 tracing::warn!(target: "ai_ratelimit", error = %e, "could not settle a rate limit reservation; it will expire on its own");
             }
-        });
-        // The memory store settles on the first poll; a network store finishes in a task.
-        if (&mut fut).now_or_never().is_none() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(h) => {
-                    h.spawn(fut);
-                }
-                Err(_) => {
-                    tracing::warn!(target: "ai_ratelimit", "no runtime to settle a rate limit reservation on")
-                }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(fut);
+            }
+            Err(_) => {
+                tracing::warn!(target: "ai_ratelimit", "no runtime to settle a rate limit reservation on")
             }
         }
+    }
+}
+
+impl Plan {
+    fn adjust(&self, i: usize, delta: i64) -> Adjust<'_> {
+        Adjust {
+            key: &self.charges[i].key,
+            gauge: self.charges[i].gauge,
+            delta,
+        }
+    }
+}
+
+const RATE_HEADERS: [(Axis, [HeaderName; 3]); 3] = [
+    (
+        Axis::Requests,
+        [
+            HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+            HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+            HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+        ],
+    ),
+    (
+        Axis::InputTokens,
+        [
+            HeaderName::from_static("anthropic-ratelimit-input-tokens-limit"),
+            HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
+            HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
+        ],
+    ),
+    (
+        Axis::OutputTokens,
+        [
+            HeaderName::from_static("anthropic-ratelimit-output-tokens-limit"),
+            HeaderName::from_static("anthropic-ratelimit-output-tokens-remaining"),
+            HeaderName::from_static("anthropic-ratelimit-output-tokens-reset"),
+        ],
+    ),
+];
+
+/// A small string on the stack (an RFC 3339 timestamp is 20 bytes).
+#[derive(Default)]
+struct StackStr {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl StackStr {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -579,14 +644,14 @@ fn unavailable(e: &StoreError) -> AiError {
 /// Removes the upstream's `anthropic-ratelimit-*` and `anthropic-priority-*` headers
 /// (organisation-wide figures).
 fn strip_upstream(h: &mut HeaderMap) {
-    let names: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            n.starts_with("anthropic-ratelimit-") || n.starts_with("anthropic-priority-")
-        })
-        .cloned()
-        .collect();
+    let upstream = |n: &HeaderName| {
+        let n = n.as_str();
+        n.starts_with("anthropic-ratelimit-") || n.starts_with("anthropic-priority-")
+    };
+    if !h.keys().any(upstream) {
+        return;
+    }
+    let names: Vec<HeaderName> = h.keys().filter(|n| upstream(n)).cloned().collect();
     for n in names {
         h.remove(n);
     }
@@ -737,9 +802,10 @@ where
                 Err(e) => return Ok(error_response(&e)),
             };
             // Released when the response head is out (or the call fails or is dropped).
+            let plan = Arc::new(plan);
             let release = ReleaseOnDrop {
                 core: core.clone(),
-                plan: &plan,
+                plan: plan.clone(),
                 local: admitted.local,
             };
             let out = inner.call(req).await;
@@ -751,16 +817,16 @@ where
     }
 }
 
-struct ReleaseOnDrop<'a> {
+struct ReleaseOnDrop {
     core: Core,
-    plan: &'a Plan,
+    plan: Arc<Plan>,
     local: bool,
 }
 
-impl Drop for ReleaseOnDrop<'_> {
+impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
         let done = Completion::of_error(&AiError::api("released"));
-        self.core.settle(self.plan, None, self.local, &done);
+        self.core.settle(&self.plan, None, self.local, &done);
     }
 }
 

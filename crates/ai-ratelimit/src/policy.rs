@@ -260,6 +260,11 @@ impl Limit {
 /// Writes `v` with the characters that would break the key layout (`{`, `}`, `|`, `%`,
 /// `:`, `=`) percent-encoded.
 fn escape(out: &mut String, v: &str) {
+    let special = |b: u8| matches!(b, b'{' | b'}' | b'|' | b'%' | b':' | b'=');
+    if !v.bytes().any(special) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '{' | '}' | '|' | '%' | ':' | '=' => {

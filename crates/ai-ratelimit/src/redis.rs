@@ -210,11 +210,16 @@ impl RedisStore {
         Ok((out[0].max(0) as usize, out[1], standings))
     }
 
-    async fn settle_all(&self, now: u64, lease: u64, adjust: &[&Adjust]) -> Result<(), StoreError> {
+    async fn settle_all(
+        &self,
+        now: u64,
+        lease: u64,
+        adjust: &[&Adjust<'_>],
+    ) -> Result<(), StoreError> {
         let mut inv = self.settle.prepare_invoke();
         inv.arg(now).arg(lease);
         for a in adjust {
-            inv.key(a.key.as_str());
+            inv.key(a.key);
             match a.gauge {
                 Gauge::Rate(r) => inv.arg(1).arg(r.amount.max(1)).arg(r.period_us()),
                 Gauge::InFlight { max, .. } => inv.arg(2).arg(max).arg(0),
@@ -312,11 +317,11 @@ impl Store for RedisStore {
         &'a self,
         now: u64,
         lease: u64,
-        adjust: &'a [Adjust],
+        adjust: &'a [Adjust<'a>],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            for idx in groups(adjust, |a| a.key.as_str()) {
-                let group: Vec<&Adjust> = idx.iter().map(|&i| &adjust[i]).collect();
+            for idx in groups(adjust, |a| a.key) {
+                let group: Vec<&Adjust<'_>> = idx.iter().map(|&i| &adjust[i]).collect();
                 self.settle_all(now, lease, &group).await?;
             }
             Ok(())
@@ -330,10 +335,10 @@ impl RedisStore {
         if done.is_empty() {
             return;
         }
-        let adjust: Vec<Adjust> = done
+        let adjust: Vec<Adjust<'_>> = done
             .iter()
             .map(|&i| Adjust {
-                key: charges[i].key.clone(),
+                key: &charges[i].key,
                 gauge: charges[i].gauge,
                 delta: -(charges[i].cost.min(i64::MAX as u64) as i64),
             })

@@ -2,8 +2,8 @@
 
 use crate::rate::{Meter, Rate, Standing};
 use futures_util::future::BoxFuture;
+use smallvec::SmallVec;
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
@@ -37,10 +37,10 @@ pub struct Charge {
 
 /// One correction after the response: `delta` units of a rate (negative: given back), or
 /// the release of an in-flight lease.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Adjust {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adjust<'a> {
     /// The meter's key.
-    pub key: String,
+    pub key: &'a str,
     /// What it meters.
     pub gauge: Gauge,
     /// Units to add (rate), ignored for in-flight (always a release).
@@ -95,8 +95,22 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         now: u64,
         lease: u64,
-        adjust: &'a [Adjust],
+        adjust: &'a [Adjust<'a>],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Answers a check at once when the store needs no I/O (the memory store does),
+    /// saving the boxed future; `None` (the default): use [`Store::acquire_leased`].
+    fn try_acquire_local(&self, now: u64, lease: u64, charges: &[Charge]) -> Option<Admission> {
+        let _ = (now, lease, charges);
+        None
+    }
+
+    /// Applies corrections at once when the store needs no I/O; `false` (the default):
+    /// use [`Store::settle`].
+    fn try_settle_local(&self, now: u64, lease: u64, adjust: &[Adjust<'_>]) -> bool {
+        let _ = (now, lease, adjust);
+        false
+    }
 
     /// [`Store::acquire`] with the request's lease id, for stores that track in-flight
     /// requests individually (so a dead replica's leases expire). Defaults to `acquire`.
@@ -120,8 +134,10 @@ enum Cell {
 const SHARDS: usize = 64;
 const SWEEP_EVERY: u32 = 4096;
 
+type Hasher = foldhash::fast::RandomState;
+
 struct Shard {
-    cells: HashMap<Box<str>, Cell>,
+    cells: HashMap<Box<str>, Cell, Hasher>,
     ops: u32,
 }
 
@@ -130,7 +146,7 @@ struct Shard {
 /// never deadlock), never the whole map. Full meters are swept out as shards are used.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    hasher: Hasher,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -160,12 +176,12 @@ impl MemoryStore {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        cells: HashMap::new(),
+                        cells: HashMap::with_hasher(Hasher::default()),
                         ops: 0,
                     })
                 })
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: Hasher::default(),
         }
     }
 
@@ -186,17 +202,17 @@ impl MemoryStore {
     /// The synchronous check behind [`Store::acquire`].
     pub fn acquire_now(&self, now: u64, charges: &[Charge]) -> Admission {
         // Shards in index order, each locked once.
-        let mut idx: Vec<usize> = charges.iter().map(|c| self.shard_of(&c.key)).collect();
+        let mut idx: SmallVec<[usize; 8]> = charges.iter().map(|c| self.shard_of(&c.key)).collect();
         let mut order = idx.clone();
         order.sort_unstable();
         order.dedup();
-        let mut guards: Vec<MutexGuard<'_, Shard>> =
+        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 8]> =
             order.iter().map(|&i| lock(&self.shards[i])).collect();
         for i in &mut idx {
             *i = order.binary_search(i).unwrap_or(0);
         }
         let mut standings = Vec::with_capacity(charges.len());
-        let mut next: Vec<Cell> = Vec::with_capacity(charges.len());
+        let mut next: SmallVec<[Cell; 8]> = SmallVec::with_capacity(charges.len());
         let mut denied = None;
         for (n, c) in charges.iter().enumerate() {
             let cell = guards[idx[n]].cells.get(c.key.as_str()).copied();
@@ -270,15 +286,15 @@ impl MemoryStore {
     }
 
     /// The synchronous correction behind [`Store::settle`].
-    pub fn settle_now(&self, now: u64, adjust: &[Adjust]) {
+    pub fn settle_now(&self, now: u64, adjust: &[Adjust<'_>]) {
         for a in adjust {
-            let mut shard = lock(&self.shards[self.shard_of(&a.key)]);
-            let Some(cell) = shard.cells.get_mut(a.key.as_str()) else {
+            let mut shard = lock(&self.shards[self.shard_of(a.key)]);
+            let Some(cell) = shard.cells.get_mut(a.key) else {
                 // Forgotten because it was full: a refund has nothing to give back to, an
                 // extra charge starts a fresh meter.
                 if let (Gauge::Rate(rate), true) = (a.gauge, a.delta > 0) {
                     let m = Meter::default().adjust(&rate, now, a.delta);
-                    shard.cells.insert(a.key.as_str().into(), Cell::Rate(m));
+                    shard.cells.insert(a.key.into(), Cell::Rate(m));
                 }
                 continue;
             };
@@ -291,7 +307,7 @@ impl MemoryStore {
                 }
                 // The limit changed kind under the same key: start over.
                 (Gauge::Rate(_), Cell::InFlight(_)) | (Gauge::InFlight { .. }, Cell::Rate(_)) => {
-                    shard.cells.remove(a.key.as_str());
+                    shard.cells.remove(a.key);
                 }
             }
         }
@@ -309,7 +325,7 @@ fn sweep(shard: &mut Shard, now: u64, charges: &[Charge]) {
     shard.ops = 0;
     shard.cells.retain(|key, cell| match cell {
         Cell::InFlight(k) => *k > 0,
-        Cell::Rate(m) => match charges.iter().find(|c| &*c.key == &**key) {
+        Cell::Rate(m) => match charges.iter().find(|c| *c.key == **key) {
             Some(Charge {
                 gauge: Gauge::Rate(rate),
                 ..
@@ -335,9 +351,18 @@ impl Store for MemoryStore {
         &'a self,
         now: u64,
         _lease: u64,
-        adjust: &'a [Adjust],
+        adjust: &'a [Adjust<'a>],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.settle_now(now, adjust);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn try_acquire_local(&self, now: u64, _lease: u64, charges: &[Charge]) -> Option<Admission> {
+        Some(self.acquire_now(now, charges))
+    }
+
+    fn try_settle_local(&self, now: u64, _lease: u64, adjust: &[Adjust<'_>]) -> bool {
+        self.settle_now(now, adjust);
+        true
     }
 }

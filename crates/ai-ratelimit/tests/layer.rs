@@ -4,7 +4,7 @@
 
 use ai_core::test_util::{MockProvider, Script};
 use ai_core::{AiBody, AiError, Completion, ErrorKind, Message, MessagesRequest, Principal, Role};
-use ai_ratelimit::{Axis, KeyPart, Limit, OnStoreError, Policy, Rate, RateLimitLayer, Tier};
+use ai_ratelimit::{Axis, KeyPart, Limit, Policy, Rate, RateLimitLayer, Tier};
 use futures_util::StreamExt;
 use http::{HeaderValue, Request, Response};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
+#[cfg(feature = "redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
@@ -448,6 +449,7 @@ async fn fifty_concurrent_streams_settle_exactly_on_memory() {
     fifty_streams(RateLimitLayer::new(token_policy())).await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_streams_settle_exactly_on_redis() {
     let server = redis_server::RedisServer::start();
@@ -612,6 +614,7 @@ async fn past_its_deadline_a_waiter_gets_the_429() {
 
 // ---- the store fails ----
 
+#[cfg(feature = "redis")]
 fn unreachable_redis() -> ai_ratelimit::RedisStore {
     // Nothing listens on a port we just closed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -625,6 +628,7 @@ fn unreachable_redis() -> ai_ratelimit::RedisStore {
     .expect("client")
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn store_down_fails_closed_with_a_503_by_default() {
     let policy = Policy::new().limit(
@@ -646,6 +650,7 @@ async fn store_down_fails_closed_with_a_503_by_default() {
     );
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn store_down_can_fail_open_to_local_limits() {
     let policy = Policy::new().limit(
@@ -655,7 +660,7 @@ async fn store_down_can_fail_open_to_local_limits() {
     );
     let mock = MockProvider::always(Script::text("ok"));
     let svc = RateLimitLayer::with_store(policy, unreachable_redis())
-        .on_store_error(OnStoreError::Open)
+        .on_store_error(ai_ratelimit::OnStoreError::Open)
         .layer(mock.clone());
     let bob = who("bob", "acme", None);
     svc.clone()

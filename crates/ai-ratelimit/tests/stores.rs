@@ -31,9 +31,9 @@ fn flight(key: &str, max: u64) -> Charge {
     }
 }
 
-fn adjust(c: &Charge, delta: i64) -> Adjust {
+fn adjust(c: &Charge, delta: i64) -> Adjust<'_> {
     Adjust {
-        key: c.key.clone(),
+        key: &c.key,
         gauge: c.gauge,
         delta,
     }
@@ -50,7 +50,7 @@ async fn remaining(store: &dyn Store, now: u64, c: &Charge) -> u64 {
         .expect("store")
     {
         Admission::Admitted(s) => s[0].remaining,
-        other => panic!("a zero-cost peek was refused: {other:?}"),
+        other @ Admission::Denied { .. } => panic!("a zero-cost peek was refused: {other:?}"),
     }
 }
 
@@ -67,7 +67,7 @@ async fn burst_then_steady_refill(store: &dyn Store, ns: &str) {
             .expect("store")
         {
             Admission::Admitted(s) => assert_eq!(s[0].remaining, 59 - i),
-            other => panic!("request {i} refused: {other:?}"),
+            other @ Admission::Denied { .. } => panic!("request {i} refused: {other:?}"),
         }
     }
     match store
@@ -86,7 +86,7 @@ async fn burst_then_steady_refill(store: &dyn Store, ns: &str) {
             assert_eq!(standings[0].limit, 60);
             assert_eq!(standings[0].reset, Duration::from_secs(60));
         }
-        other => panic!("61st admitted: {other:?}"),
+        other @ Admission::Admitted(_) => panic!("61st admitted: {other:?}"),
     }
     // One back per second; no whole new window at the minute's edge.
     assert!(!admitted(
@@ -119,7 +119,7 @@ async fn all_or_nothing(store: &dyn Store, ns: &str) {
             assert_eq!(index, 1);
             assert_eq!(retry_after, None, "10 can never fit a burst of 5");
         }
-        other => panic!("admitted: {other:?}"),
+        other @ Admission::Admitted(_) => panic!("admitted: {other:?}"),
     }
     assert_eq!(
         remaining(store, T0, &a).await,
@@ -181,7 +181,7 @@ async fn settle_gives_back_and_charges_extra(store: &dyn Store, ns: &str) {
         Admission::Denied { retry_after, .. } => {
             assert_eq!(retry_after, Some(Duration::from_millis(541 * 60)));
         }
-        other => panic!("admitted in debt: {other:?}"),
+        other @ Admission::Admitted(_) => panic!("admitted in debt: {other:?}"),
     }
     // Refunding more than is owed stops at a full meter.
     store
@@ -231,7 +231,7 @@ async fn in_flight_slots(store: &dyn Store, ns: &str) {
         .expect("store")
     {
         Admission::Denied { retry_after, .. } => assert_eq!(retry_after, None),
-        other => panic!("{other:?}"),
+        other @ Admission::Admitted(_) => panic!("{other:?}"),
     }
 }
 
