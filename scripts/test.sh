@@ -20,11 +20,13 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v curl >/dev/null || need_apt+=(curl)
 # promtool checks the gateway's /metrics (tests/audit_metrics.rs).
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# A real redis-server on 127.0.0.1 for the rate-limit store tests (started by the tests).
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
-echo "ok: python3 $(python3 --version 2>&1 | cut -d' ' -f2), $(promtool --version 2>&1 | head -1)"
+echo "ok: python3 $(python3 --version 2>&1 | cut -d' ' -f2), $(promtool --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3)"
 
 step "python venv with the official SDKs"
 if [ ! -x .venv/bin/python ]; then
@@ -56,6 +58,9 @@ cargo check --locked --quiet --no-default-features --features server
 cargo check --locked --quiet --no-default-features --features auth
 cargo check --locked --quiet --no-default-features --features audit
 cargo check --locked --quiet -p ai-audit
+cargo check --locked --quiet -p ai-ratelimit
+cargo check --locked --quiet -p ai-ratelimit --features redis
+cargo check --locked --quiet --no-default-features --features ratelimit
 cargo check --locked --quiet -p ai-auth
 cargo check --locked --quiet -p ai-core --no-default-features
 cargo check --locked --quiet -p ai-core --features test-util

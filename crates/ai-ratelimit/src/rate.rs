@@ -104,7 +104,12 @@ impl Meter {
         let cap = rate.capacity();
         // A zero-cost check (a peek) always passes and spends nothing.
         if debt <= cap || cost == 0 {
-            return Ok(Meter { debt, at: now });
+            // Time never moves backwards for a meter (a replica whose clock lags must not
+            // make it pay the same interval back twice).
+            return Ok(Meter {
+                debt,
+                at: now.max(self.at),
+            });
         }
         if cost > rate.burst {
             return Err(None);
@@ -125,7 +130,10 @@ impl Meter {
         } else {
             debt.saturating_sub(w)
         };
-        Meter { debt, at: now }
+        Meter {
+            debt,
+            at: now.max(self.at),
+        }
     }
 
     /// The standing at `now`.

@@ -24,13 +24,16 @@ const ACQUIRE: &str = r"
 local now = tonumber(ARGV[1])
 local lease = ARGV[2]
 local state = {}
+local at = {}
 local out = {0, 0}
+-- A meter's debt at now, and the time to write back: never earlier than the stored one,
+-- so a replica whose clock lags cannot make a meter pay the same interval back twice.
 local function debt_of(key, a)
   local s = redis.call('HMGET', key, 'd', 't')
-  if not s[1] then return 0 end
+  if not s[1] then return 0, now end
   local t = tonumber(s[2])
-  if now > t then return math.max(0, tonumber(s[1]) - (now - t) * a) end
-  return tonumber(s[1])
+  if now > t then return math.max(0, tonumber(s[1]) - (now - t) * a), now end
+  return tonumber(s[1]), t
 end
 for i = 1, #KEYS do
   local b = 3 + (i - 1) * 5
@@ -42,7 +45,7 @@ for i = 1, #KEYS do
   local key = KEYS[i]
   local cur = state[key]
   if kind == 1 then
-    if cur == nil then cur = debt_of(key, a) end
+    if cur == nil then cur, at[key] = debt_of(key, a) end
     local cap = burst * p
     local new = cur + cost * p
     if new > cap and cost > 0 then
@@ -82,8 +85,9 @@ if out[1] == 0 then
     if tonumber(ARGV[b]) == 1 then
       local d = state[key]
       if d > 0 then
-        redis.call('HSET', key, 'd', string.format('%.0f', d), 't', string.format('%.0f', now))
-        redis.call('PEXPIRE', key, math.ceil(d / tonumber(ARGV[b + 1]) / 1000) + 1)
+        local t = at[key] or now
+        redis.call('HSET', key, 'd', string.format('%.0f', d), 't', string.format('%.0f', t))
+        redis.call('PEXPIRE', key, math.ceil((d / tonumber(ARGV[b + 1]) + t - now) / 1000) + 1)
       else
         redis.call('DEL', key)
       end

@@ -252,6 +252,28 @@ async fn one_key_twice_in_one_check(store: &dyn Store, ns: &str) {
     assert_eq!(remaining(store, T0, &c).await, 0);
 }
 
+async fn a_lagging_clock_never_pays_an_interval_back_twice(store: &dyn Store, ns: &str) {
+    let c = rate(&format!("rl:{{{ns}}}:lag"), Rate::per_minute(60), 30);
+    assert!(admitted(
+        &store
+            .acquire(T0 + 10 * SEC, std::slice::from_ref(&c))
+            .await
+            .expect("store")
+    ));
+    // A replica whose clock is 10 s behind charges 10 more.
+    let ten = Charge {
+        cost: 10,
+        ..c.clone()
+    };
+    assert!(admitted(&store.acquire(T0, &[ten]).await.expect("store")));
+    store
+        .settle(T0, 0, &[adjust(&c, -5)])
+        .await
+        .expect("settle");
+    // 35 owed as of T0 + 10 s: had the meter's time gone back to T0, it would read 35.
+    assert_eq!(remaining(store, T0 + 10 * SEC, &c).await, 25);
+}
+
 async fn concurrent_checks_never_oversell(store: Arc<dyn Store>, ns: &str) {
     let c = rate(&format!("rl:{{{ns}}}:race"), Rate::per_minute(50), 1);
     let tasks: Vec<_> = (0..200)
@@ -318,7 +340,8 @@ suite!(
     groups_on_different_hash_tags_roll_back,
     settle_gives_back_and_charges_extra,
     in_flight_slots,
-    one_key_twice_in_one_check;
+    one_key_twice_in_one_check,
+    a_lagging_clock_never_pays_an_interval_back_twice;
     concurrent_checks_never_oversell
 );
 
