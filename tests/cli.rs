@@ -5,6 +5,9 @@
 
 mod common;
 
+#[path = "../crates/ai-ratelimit/tests/support/redis_server.rs"]
+mod redis_server;
+
 use common::*;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -227,6 +230,8 @@ struct Running {
     child: Child,
     addr: String,
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// The lines logged before it listened.
+    startup: Vec<String>,
 }
 
 impl Running {
@@ -254,9 +259,11 @@ impl Running {
                 let _ = tx.send(l);
             }
         });
+        let mut startup = Vec::new();
         let addr = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 let l = lines.recv().await.expect("the gateway started");
+                startup.push(l.clone());
                 if let Some(i) = l.find("listening on http://") {
                     let rest = &l[i + "listening on http://".len()..];
                     return rest
@@ -268,7 +275,12 @@ impl Running {
         })
         .await
         .expect("listening line");
-        Running { child, addr, lines }
+        Running {
+            child,
+            addr,
+            lines,
+            startup,
+        }
     }
 
     /// Every line logged so far, after a moment for the last ones to arrive.
@@ -578,4 +590,35 @@ async fn after_kill_9_the_log_verifies_and_every_completed_request_has_its_recor
         "{} completed requests without a record: {missing:?}",
         missing.len()
     );
+}
+
+#[tokio::test]
+async fn the_ratelimit_section_limits_the_example_gateway_through_redis() {
+    let redis = redis_server::RedisServer::start();
+    let config = temp_config(
+        "ratelimit.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[ratelimit]\nenabled = true\nstore = \"redis\"\n\
+         redis_url = \"${TEST_REDIS_URL}\"\n\n[[ratelimit.limits]]\nname = \"everyone\"\n\
+         requests_per_minute = 2\n",
+    );
+    let gw = Running::start_with(&config, &[("TEST_REDIS_URL", &redis.url())]).await;
+    let line = gw
+        .startup
+        .iter()
+        .find(|l| l.contains("rate limits:"))
+        .expect("a line saying what is limited");
+    assert!(line.contains("1 limits, 0 tiers, on Redis (${TEST_REDIS_URL})"), "{line}");
+    assert!(!line.contains("127.0.0.1"), "the Redis URL is not logged: {line}");
+    let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
+    for left in ["1", "0"] {
+        let (status, headers, _) = post_json(addr, messages_body("claude-sonnet-4-5", false)).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["anthropic-ratelimit-requests-remaining"], left);
+    }
+    let (status, headers, body) = post_json(addr, messages_body("claude-sonnet-4-5", false)).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "30");
+    let (kind, message) = error_json(&body);
+    assert_eq!(kind, "rate_limit_error");
+    assert!(message.contains("requests per minute for everyone"), "{message}");
 }
