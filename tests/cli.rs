@@ -607,8 +607,14 @@ async fn the_ratelimit_section_limits_the_example_gateway_through_redis() {
         .iter()
         .find(|l| l.contains("rate limits:"))
         .expect("a line saying what is limited");
-    assert!(line.contains("1 limits, 0 tiers, on Redis (${TEST_REDIS_URL})"), "{line}");
-    assert!(!line.contains("127.0.0.1"), "the Redis URL is not logged: {line}");
+    assert!(
+        line.contains("1 limits, 0 tiers, on Redis (${TEST_REDIS_URL})"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("127.0.0.1"),
+        "the Redis URL is not logged: {line}"
+    );
     let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
     for left in ["1", "0"] {
         let (status, headers, _) = post_json(addr, messages_body("claude-sonnet-4-5", false)).await;
@@ -620,5 +626,8 @@ async fn the_ratelimit_section_limits_the_example_gateway_through_redis() {
     assert_eq!(headers["retry-after"], "30");
     let (kind, message) = error_json(&body);
     assert_eq!(kind, "rate_limit_error");
-    assert!(message.contains("requests per minute for everyone"), "{message}");
+    assert!(
+        message.contains("requests per minute for everyone"),
+        "{message}"
+    );
 }

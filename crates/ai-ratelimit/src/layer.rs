@@ -99,7 +99,7 @@ struct Core {
 /// which replace the upstream's organisation-wide ones.
 #[derive(Clone)]
 pub struct RateLimitLayer {
-    core: Core,
+    core: Arc<Core>,
 }
 
 impl fmt::Debug for RateLimitLayer {
@@ -141,7 +141,7 @@ impl RateLimitLayer {
             })
             .collect();
         RateLimitLayer {
-            core: Core {
+            core: Arc::new(Core {
                 common: compile(policy.limits).into(),
                 tiers: Arc::new(tiers),
                 default_tier: policy.default_tier.map(Into::into),
@@ -153,13 +153,13 @@ impl RateLimitLayer {
                 queues: Arc::default(),
                 leases: Arc::new(AtomicU64::new(lease_seed())),
                 anonymous: Arc::new(Principal::new("anonymous")),
-            },
+            }),
         }
     }
 
     /// What to do when the store fails (default [`OnStoreError::Closed`]).
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
-        self.core.on_error = policy;
+        Arc::make_mut(&mut self.core).on_error = policy;
         self
     }
 
@@ -241,7 +241,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
-    core: Core,
+    core: Arc<Core>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
@@ -739,7 +739,7 @@ where
 /// slot is released when the response head is returned.
 #[derive(Clone)]
 pub struct RequestRateLimitLayer {
-    core: Core,
+    core: Arc<Core>,
 }
 
 impl fmt::Debug for RequestRateLimitLayer {
@@ -764,7 +764,7 @@ impl<S> Layer<S> for RequestRateLimitLayer {
 #[derive(Clone)]
 pub struct RequestRateLimit<S> {
     inner: S,
-    core: Core,
+    core: Arc<Core>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for RequestRateLimit<S> {
@@ -818,7 +818,7 @@ where
 }
 
 struct ReleaseOnDrop {
-    core: Core,
+    core: Arc<Core>,
     plan: Arc<Plan>,
     local: bool,
 }
