@@ -81,7 +81,6 @@ struct Core {
     on_error: OnStoreError,
     clock: Clock,
     queues: Arc<Queues>,
-    leases: Arc<AtomicU64>,
     anonymous: Arc<Principal>,
 }
 
@@ -151,7 +150,6 @@ impl RateLimitLayer {
                 on_error: OnStoreError::Closed,
                 clock: Clock::system(),
                 queues: Arc::default(),
-                leases: Arc::new(AtomicU64::new(lease_seed())),
                 anonymous: Arc::new(Principal::new("anonymous")),
             }),
         }
@@ -218,12 +216,21 @@ impl RateLimitLayer {
     }
 }
 
-fn lease_seed() -> u64 {
-    // Distinct per process so leases of replicas sharing a store never collide.
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    (t ^ u64::from(std::process::id()).rotate_left(40)) & !(0xFFFF_u64 << 48) | (1 << 62)
+/// Lease ids, unique across the process (one counter for every layer) and, with a random
+/// start, across the replicas sharing a store.
+fn next_lease() -> u64 {
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    NEXT.get_or_init(|| {
+        use std::hash::BuildHasher;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // `RandomState` is seeded from the operating system's random source.
+        let seed =
+            std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()));
+        AtomicU64::new(seed)
+    })
+    .fetch_add(1, Ordering::Relaxed)
 }
 
 impl<S> Layer<S> for RateLimitLayer {
@@ -284,7 +291,7 @@ impl Core {
             meta: Vec::new(),
             priority: tier.map_or(0, |t| t.priority),
             queue_wait: tier.map_or(Duration::ZERO, |t| t.queue_wait),
-            lease: self.leases.fetch_add(1, Ordering::Relaxed),
+            lease: next_lease(),
         };
         let tier_limits = tier.map(|t| &t.limits[..]).unwrap_or(&[]);
         for limit in self.common.iter().chain(tier_limits) {
@@ -307,13 +314,53 @@ impl Core {
     }
 
     /// One check against the store, or the local fallback when it fails open.
-    async fn check(&self, plan: &Plan) -> Result<(Admission, bool), AiError> {
+    async fn check(&self, plan: &Arc<Plan>) -> Result<(Admission, bool), AiError> {
         let now = self.clock.now_us();
-        match self
-            .store
-            .acquire_leased(now, plan.lease, &plan.charges)
+        if let Some(a) = self.store.try_acquire_local(now, plan.lease, &plan.charges) {
+            return Ok((a, false));
+        }
+        // A network store's check runs in a task of its own: a caller that goes away while
+        // the script is on the wire (a client disconnect) cannot leak what it reserved.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = self.store.clone();
+        let owned = plan.clone();
+        let clock = self.clock;
+        let task = async move {
+            let result = store.acquire_leased(now, owned.lease, &owned.charges).await;
+            let give_back = match &result {
+                Ok(Admission::Admitted(_)) => true,
+                Ok(Admission::Denied { .. }) => false,
+                // The script may have run before the reply was lost: free the in-flight
+                // slots (idempotent); a rate reservation, if any, is paid back by time.
+                Err(_) => {
+                    let leases: Vec<Adjust<'_>> = owned
+                        .refund_all()
+                        .into_iter()
+                        .filter(|a| matches!(a.gauge, Gauge::InFlight { .. }))
+                        .collect();
+                    if !leases.is_empty() {
+                        let _ = store.settle(clock.now_us(), owned.lease, &leases).await;
+                    }
+                    false
+                }
+            };
+            if tx.send(result).is_err() && give_back {
+                let adjust = owned.refund_all();
+                if let Err(e) = store.settle(clock.now_us(), owned.lease, &adjust).await {
+                    tracing::warn!(target: "ai_ratelimit", error = %e, "could not give back the reservation of a request that went away");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(task);
+            }
+            Err(_) => task.await,
+        }
+        let result = rx
             .await
-        {
+            .unwrap_or_else(|_| Err(StoreError("the store task ended".to_owned())));
+        match result {
             Ok(a) => Ok((a, false)),
             Err(e) => {
                 metrics::counter!("gen_ai_gateway_ratelimit_store_errors_total",
@@ -334,9 +381,18 @@ impl Core {
     }
 
     /// Checks and reserves, waiting in the overflow queue when the tier allows.
-    async fn admit(&self, plan: &Plan) -> Result<Admitted, AiError> {
+    ///
+    /// A request whose meters have a line of waiters of at least its priority does not
+    /// go ahead of them: it joins the line when its tier queues, or is refused at once.
+    async fn admit(&self, plan: &Arc<Plan>) -> Result<Admitted, AiError> {
         let queueing = !plan.queue_wait.is_zero();
+        let blocked = self
+            .queues
+            .blocked_by(plan.charges.iter().map(|c| c.key.as_str()), plan.priority);
         if !queueing {
+            if blocked.is_some() {
+                return Err(self.refuse_behind(plan));
+            }
             let (admission, local) = self.check(plan).await?;
             return match admission {
                 Admission::Admitted(standings) => Ok(Admitted { standings, local }),
@@ -348,13 +404,7 @@ impl Core {
             };
         }
         let deadline = tokio::time::Instant::now() + plan.queue_wait;
-        let mut waiter: Option<Waiter> = None;
-        if queueing {
-            let keys = plan.charges.iter().map(|c| c.key.as_str());
-            if let Some(k) = self.queues.blocked_by(keys, plan.priority) {
-                waiter = Some(self.queues.join(k, plan.priority));
-            }
-        }
+        let mut waiter: Option<Waiter> = blocked.map(|k| self.queues.join(k, plan.priority));
         loop {
             if let Some(w) = &waiter {
                 if !w.is_head() {
@@ -367,38 +417,46 @@ impl Core {
                 }
             }
             let (admission, local) = self.check(plan).await?;
-            match admission {
-                Admission::Admitted(standings) => {
-                    return Ok(Admitted { standings, local });
-                }
+            let (index, retry_after, standings) = match admission {
+                Admission::Admitted(standings) => return Ok(Admitted { standings, local }),
                 Admission::Denied {
                     index,
                     retry_after,
                     standings,
-                } => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    match retry_after {
-                        Some(wait) if queueing && wait <= left => {
-                            if waiter.is_none() {
-                                metrics::counter!("gen_ai_gateway_ratelimit_queued_total")
-                                    .increment(1);
-                                waiter =
-                                    Some(self.queues.join(&plan.charges[index].key, plan.priority));
-                            }
-                            if waiter.as_ref().is_some_and(Waiter::is_head) {
-                                tokio::time::sleep(wait.max(Duration::from_micros(1))).await;
-                            }
-                        }
-                        _ if waiter.is_some() || queueing => {
-                            return Err(
-                                self.refuse_queued(plan, Some((index, retry_after, &standings)))
-                            );
-                        }
-                        _ => return Err(self.refuse(plan, index, retry_after, &standings)),
-                    }
-                }
+                } => (index, retry_after, standings),
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // A rate knows exactly when it fits; an in-flight slot frees when some other
+            // request ends, so it is polled.
+            let wait = match (plan.meta[index].1, retry_after) {
+                (_, None) => None,
+                (Axis::InFlight, Some(_)) => (!left.is_zero()).then(|| left.min(IN_FLIGHT_POLL)),
+                (_, Some(w)) => (w <= left).then_some(w),
+            };
+            let Some(wait) = wait else {
+                return Err(self.refuse_queued(plan, Some((index, retry_after, &standings))));
+            };
+            if waiter.is_none() {
+                metrics::counter!("gen_ai_gateway_ratelimit_queued_total").increment(1);
+                waiter = Some(self.queues.join(&plan.charges[index].key, plan.priority));
+            }
+            if waiter.as_ref().is_some_and(Waiter::is_head) {
+                tokio::time::sleep(wait.max(Duration::from_micros(1))).await;
             }
         }
+    }
+
+    fn refuse_behind(&self, plan: &Plan) -> AiError {
+        metrics::counter!("gen_ai_gateway_ratelimit_rejected_total", "axis" => "queue")
+            .increment(1);
+        let _ = plan;
+        let retry = Some(Duration::from_secs(1));
+        let e = AiError::new(
+            ErrorKind::RateLimit,
+            "rate limit exceeded: requests of the same or a higher tier are waiting for this limit's capacity; retry later or lower your request rate",
+        )
+        .with_retry_after(retry);
+        with_retry_ms(e, retry)
     }
 
     fn refuse(
@@ -485,7 +543,7 @@ impl Core {
                 .meta
                 .iter()
                 .zip(standings)
-                .filter(|((_, a), _)| *a == axis)
+                .filter(|((_, a), s)| *a == axis && s.limit > 0)
                 .map(|(_, s)| s)
                 .min_by_key(|s| s.remaining);
             let Some(s) = tightest else { continue };
@@ -506,8 +564,12 @@ impl Core {
         for (i, (_, axis)) in plan.meta.iter().enumerate() {
             let delta = match (axis, costs) {
                 (Axis::InFlight, _) => -1,
-                (Axis::InputTokens, Some(k)) => c.input_tokens() as i64 - k.input as i64,
-                (Axis::OutputTokens, Some(k)) => c.output_tokens() as i64 - k.output as i64,
+                (Axis::InputTokens, Some(k)) => {
+                    signed(c.input_tokens()).saturating_sub(signed(k.input))
+                }
+                (Axis::OutputTokens, Some(k)) => {
+                    signed(c.output_tokens()).saturating_sub(signed(k.output))
+                }
                 _ => continue,
             };
             if delta != 0 || *axis == Axis::InFlight {
@@ -553,6 +615,18 @@ impl Core {
 }
 
 impl Plan {
+    /// Gives back every charge (a reservation whose request went away).
+    fn refund_all(&self) -> Vec<Adjust<'_>> {
+        self.charges
+            .iter()
+            .map(|c| Adjust {
+                key: &c.key,
+                gauge: c.gauge,
+                delta: -i64::try_from(c.cost).unwrap_or(i64::MAX),
+            })
+            .collect()
+    }
+
     fn adjust(&self, i: usize, delta: i64) -> Adjust<'_> {
         Adjust {
             key: &self.charges[i].key,
@@ -612,6 +686,9 @@ impl fmt::Write for StackStr {
     }
 }
 
+/// How often a queued request over an in-flight limit looks for a free slot.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
+
 /// `retry-after-ms`: the exact wait, which the official SDKs prefer to `retry-after`'s
 /// whole seconds.
 fn with_retry_ms(mut e: AiError, retry: Option<Duration>) -> AiError {
@@ -621,6 +698,10 @@ fn with_retry_ms(mut e: AiError, retry: Option<Duration>) -> AiError {
             .insert("retry-after-ms", HeaderValue::from(ms));
     }
     e
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn rate_of(g: &Gauge) -> Option<Rate> {
@@ -687,7 +768,7 @@ where
             input: ai_core::tokens::estimate_request(body),
             output: body.max_tokens.map_or(0, u64::from),
         };
-        let plan = core.plan(req.extensions(), Some(&body.model), Some(costs));
+        let plan = Arc::new(core.plan(req.extensions(), Some(&body.model), Some(costs)));
         let verdicts = req.extensions().get::<Verdicts>().cloned();
         Box::pin(async move {
             if plan.charges.is_empty() {
@@ -711,14 +792,22 @@ where
                     return Err(e);
                 }
             };
-            let plan = Arc::new(plan);
             let settle = {
                 let core = core.clone();
                 let plan = plan.clone();
                 let local = admitted.local;
                 move |c: Completion| core.settle(&plan, Some(costs), local, &c)
             };
-            match CompletionFuture::new(inner.call(req), settle).await {
+            // A panicking inner service must not leak the reservation: settle, then unwind.
+            let call =
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.call(req))) {
+                    Ok(call) => call,
+                    Err(panic) => {
+                        settle(Completion::of_error(&AiError::api("panicked")));
+                        std::panic::resume_unwind(panic);
+                    }
+                };
+            match CompletionFuture::new(call, settle).await {
                 Ok(mut r) => {
                     core.write_headers(r.headers_mut(), &plan, &admitted.standings);
                     Ok(r)
@@ -795,14 +884,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let core = self.core.clone();
-        let plan = core.plan(req.extensions(), None, None);
+        let plan = Arc::new(core.plan(req.extensions(), None, None));
         Box::pin(async move {
             let admitted = match core.admit(&plan).await {
                 Ok(a) => a,
                 Err(e) => return Ok(error_response(&e)),
             };
             // Released when the response head is out (or the call fails or is dropped).
-            let plan = Arc::new(plan);
             let release = ReleaseOnDrop {
                 core: core.clone(),
                 plan: plan.clone(),

@@ -53,7 +53,9 @@ impl Rate {
 
     /// The period in microseconds (at least 1).
     pub fn period_us(&self) -> u64 {
-        (self.period.as_micros() as u64).max(1)
+        u64::try_from(self.period.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     fn capacity(&self) -> u128 {

@@ -122,7 +122,7 @@ for i = 1, #KEYS do
     d = math.max(0, d + delta * p)
     if d > 0 then
       redis.call('HSET', key, 'd', string.format('%.0f', d), 't', string.format('%.0f', at))
-      redis.call('PEXPIRE', key, math.ceil(d / a / 1000) + 1)
+      redis.call('PEXPIRE', key, math.ceil((d / a + at - now) / 1000) + 1)
     else
       redis.call('DEL', key)
     end
@@ -187,7 +187,7 @@ impl RedisStore {
                 Gauge::InFlight { max, lease } => inv
                     .arg(2)
                     .arg(max)
-                    .arg((lease.as_micros() as u64).max(1))
+                    .arg(u64::try_from(lease.as_micros()).unwrap_or(u64::MAX).max(1))
                     .arg(0),
             };
             inv.arg(c.cost);

@@ -24,7 +24,8 @@ pub enum Gauge {
     },
 }
 
-/// One spend in a check: `cost` units of `gauge` under `key`.
+/// One spend in a check: `cost` units of `gauge` under `key`. An in-flight charge counts
+/// one slot per request (`cost` 1; 0 peeks): a shared store keeps one lease per request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Charge {
     /// The meter's key (see the Redis key layout in the crate docs).

@@ -612,6 +612,67 @@ async fn past_its_deadline_a_waiter_gets_the_429() {
     high.await.expect("high");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_tier_that_does_not_queue_does_not_jump_the_line() {
+    let policy = queue_policy().tier("now", Tier::new([]).priority(0));
+    let layer = RateLimitLayer::new(policy);
+    let svc = layer.layer(MockProvider::always(Script::text("ok")));
+    let log: Log = Arc::default();
+    let start = Instant::now();
+    spawn_call(&svc, &log, "first", "low", start)
+        .await
+        .expect("first");
+    let waiting = spawn_call(&svc, &log, "waiting", "low", start);
+    // Capacity is back at 10 s; the waiter is served, not a newcomer that does not queue.
+    tokio::time::sleep(Duration::from_millis(9_999)).await;
+    assert_eq!(layer.queued(), 1);
+    let e = svc
+        .clone()
+        .oneshot(request(
+            &who("impatient", "acme", Some("now")),
+            "m",
+            10,
+            "hi",
+        ))
+        .await
+        .expect_err("behind the line");
+    assert_eq!(e.status(), 429);
+    assert!(e.message().contains("waiting"), "{}", e.message());
+    waiting.await.expect("waiting");
+    assert_eq!(
+        log.lock().expect("lock").last(),
+        Some(&("waiting", 10, true))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_gets_an_in_flight_slot_when_one_frees() {
+    let policy = Policy::new()
+        .limit(Limit::new("flight").by([KeyPart::Tenant]).in_flight(1))
+        .tier("low", Tier::new([]).queue_wait(Duration::from_secs(5)));
+    let layer = RateLimitLayer::new(policy);
+    let slow = tower::service_fn(|_r: Request<MessagesRequest>| async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Script::Message(m) = Script::text("ok") else {
+            unreachable!()
+        };
+        Ok::<_, AiError>(Response::new(AiBody::from(m)))
+    });
+    let svc = layer.layer(slow);
+    let log: Log = Arc::default();
+    let start = Instant::now();
+    let a = spawn_call(&svc, &log, "a", "low", start);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let b = spawn_call(&svc, &log, "b", "low", start);
+    a.await.expect("a");
+    b.await.expect("b");
+    // b waited for a's slot (2 s), then took its own 2 s.
+    assert_eq!(
+        log.lock().expect("lock").clone(),
+        vec![("a", 2, true), ("b", 4, true)]
+    );
+}
+
 // ---- the store fails ----
 
 #[cfg(feature = "redis")]
@@ -626,6 +687,38 @@ fn unreachable_redis() -> ai_ratelimit::RedisStore {
         Duration::from_millis(200),
     )
     .expect("client")
+}
+
+/// A caller that goes away while its check is on the wire to Redis leaks nothing: the
+/// check finishes in its own task, which gives the reservation back.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_gone_during_the_redis_check_leaks_nothing() {
+    let server = redis_server::RedisServer::start();
+    let store =
+        ai_ratelimit::RedisStore::connect(&server.url(), Duration::from_secs(2)).expect("client");
+    let layer = RateLimitLayer::with_store(token_policy(), store);
+    let svc = layer.layer(MockProvider::always(Script::text("ok")));
+    let bob = who("bob", "acme", None);
+    for _ in 0..20 {
+        let mut call = Box::pin(svc.clone().oneshot(request(&bob, "m", 500, "hello")));
+        // One poll sends the check; then the caller is gone.
+        assert!(futures_util::FutureExt::now_or_never(&mut call).is_none());
+        drop(call);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let flight = standing(&layer, &bob, "m", "tokens", Axis::InFlight).await;
+        let output = standing(&layer, &bob, "m", "tokens", Axis::OutputTokens).await;
+        if flight == 50 && output == 1_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "in flight {flight}, output {output}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[cfg(feature = "redis")]
