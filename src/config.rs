@@ -98,6 +98,9 @@ pub struct RateLimitSection {
     /// The Redis URL by environment reference (`redis://` or `rediss://`); read only with
     /// `store = "redis"`.
     pub redis_url: Option<EnvSecret>,
+    /// `redis_url` names the seed nodes of a Redis Cluster (comma-separated URLs); each
+    /// check goes to the node owning its keys' hash slot. Default `false`.
+    pub redis_cluster: bool,
     /// Longest a Redis command may take before it counts as a store failure. Default 250 ms.
     #[serde(deserialize_with = "duration")]
     pub redis_timeout: Duration,
@@ -121,6 +124,7 @@ impl Default for RateLimitSection {
             enabled: false,
             store: RateLimitStoreKind::Memory,
             redis_url: None,
+            redis_cluster: false,
             redis_timeout: Duration::from_millis(250),
             on_store_error: StoreFailure::Closed,
             default_tier: None,
@@ -242,12 +246,26 @@ impl RateLimitSection {
                             "[ratelimit] store = \"redis\" needs redis_url = \"${VAR}\"",
                         )
                     })?;
-                let store = ai_ratelimit::RedisStore::connect(url, self.redis_timeout)
-                    .map_err(|e| ConfigError::plain(format!("[ratelimit] redis_url: {e}")))?;
+                let store = if self.redis_cluster {
+                    let nodes: Vec<&str> = url
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .collect();
+                    ai_ratelimit::RedisStore::connect_cluster(&nodes, self.redis_timeout)
+                } else {
+                    ai_ratelimit::RedisStore::connect(url, self.redis_timeout)
+                }
+                .map_err(|e| ConfigError::plain(format!("[ratelimit] redis_url: {e}")))?;
                 let name = self.redis_url.as_ref().map_or("", EnvSecret::name);
+                let what = if self.redis_cluster {
+                    "Redis Cluster"
+                } else {
+                    "Redis"
+                };
                 (
                     ai_ratelimit::RateLimitLayer::with_store(policy, store),
-                    format!("on Redis (${{{name}}})"),
+                    format!("on {what} (${{{name}}})"),
                 )
             }
         };
@@ -1258,6 +1276,7 @@ mod tests {
             "metrics_tenant_label",
             "store",
             "redis_url",
+            "redis_cluster",
             "redis_timeout",
             "on_store_error",
             "in_flight_lease",
@@ -1300,6 +1319,7 @@ mod tests {
         assert_eq!(r.enabled, d.enabled);
         assert_eq!(r.store, d.store);
         assert_eq!(r.redis_timeout, d.redis_timeout);
+        assert_eq!(r.redis_cluster, d.redis_cluster);
         assert_eq!(r.on_store_error, d.on_store_error);
         assert_eq!(r.in_flight_lease, d.in_flight_lease);
         assert_eq!(r.redis_url.as_ref().map(EnvSecret::name), Some("REDIS_URL"));

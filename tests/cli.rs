@@ -595,20 +595,33 @@ async fn after_kill_9_the_log_verifies_and_every_completed_request_has_its_recor
 #[tokio::test]
 async fn the_ratelimit_section_limits_the_example_gateway_through_redis() {
     let redis = redis_server::RedisServer::start();
+    limited_by_config(false, &redis.url(), "on Redis (${TEST_REDIS_URL})").await;
+}
+
+#[tokio::test]
+async fn the_ratelimit_section_limits_the_example_gateway_through_a_redis_cluster() {
+    let cluster = redis_server::RedisCluster::start();
+    let urls = cluster.urls().join(",");
+    limited_by_config(true, &urls, "on Redis Cluster (${TEST_REDIS_URL})").await;
+}
+
+async fn limited_by_config(cluster: bool, url: &str, store: &str) {
     let config = temp_config(
-        "ratelimit.toml",
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[ratelimit]\nenabled = true\nstore = \"redis\"\n\
-         redis_url = \"${TEST_REDIS_URL}\"\n\n[[ratelimit.limits]]\nname = \"everyone\"\n\
-         requests_per_minute = 2\n",
+        &format!("ratelimit-{cluster}.toml"),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[ratelimit]\nenabled = true\nstore = \"redis\"\n\
+             redis_url = \"${{TEST_REDIS_URL}}\"\nredis_cluster = {cluster}\n\n[[ratelimit.limits]]\n\
+             name = \"everyone\"\nrequests_per_minute = 2\n"
+        ),
     );
-    let gw = Running::start_with(&config, &[("TEST_REDIS_URL", &redis.url())]).await;
+    let gw = Running::start_with(&config, &[("TEST_REDIS_URL", url)]).await;
     let line = gw
         .startup
         .iter()
         .find(|l| l.contains("rate limits:"))
         .expect("a line saying what is limited");
     assert!(
-        line.contains("1 limits, 0 tiers, on Redis (${TEST_REDIS_URL})"),
+        line.contains(&format!("1 limits, 0 tiers, {store}")),
         "{line}"
     );
     assert!(

@@ -21,6 +21,20 @@ fn redis_layer(url: &str, policy: Policy) -> RateLimitLayer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_sharing_redis_never_admit_more_than_the_limit() {
     let redis = redis_server::RedisServer::start();
+    let url = redis.url();
+    two_replicas(|| RedisStore::connect(&url, Duration::from_secs(2)).expect("client")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_sharing_a_redis_cluster_never_admit_more_than_the_limit() {
+    let cluster = redis_server::RedisCluster::start();
+    let urls = cluster.urls();
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    two_replicas(|| RedisStore::connect_cluster(&nodes, Duration::from_secs(2)).expect("client"))
+        .await;
+}
+
+async fn two_replicas(store: impl Fn() -> RedisStore) {
     let up = MockUpstream::start().await;
     // 20 at once, then one every 100 ms: every replica enforces the same meter.
     let policy = || {
@@ -34,7 +48,7 @@ async fn two_replicas_sharing_redis_never_admit_more_than_the_limit() {
     let a = start_gateway(
         &up.url(),
         GatewayOpts {
-            ratelimit: Some(redis_layer(&redis.url(), policy())),
+            ratelimit: Some(RateLimitLayer::with_store(policy(), store())),
             ..GatewayOpts::default()
         },
     )
@@ -42,7 +56,7 @@ async fn two_replicas_sharing_redis_never_admit_more_than_the_limit() {
     let b = start_gateway(
         &up.url(),
         GatewayOpts {
-            ratelimit: Some(redis_layer(&redis.url(), policy())),
+            ratelimit: Some(RateLimitLayer::with_store(policy(), store())),
             ..GatewayOpts::default()
         },
     )

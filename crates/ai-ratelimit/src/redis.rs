@@ -1,5 +1,5 @@
-//! [`RedisStore`]: meters shared by every gateway replica through one Redis, Valkey or
-//! Redis Cluster.
+//! [`RedisStore`]: meters shared by every gateway replica through one Redis or Valkey node
+//! ([`RedisStore::connect`]) or a Redis Cluster ([`RedisStore::connect_cluster`]).
 //!
 //! Each check-and-reserve is ONE Lua script (`EVALSHA`), and so is each settle: Redis runs
 //! a script atomically, so two replicas can never both take the last unit, and no value is
@@ -17,7 +17,9 @@ use crate::rate::Standing;
 use crate::store::{Adjust, Admission, Charge, Gauge, Store, StoreError};
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 const ACQUIRE: &str = r"
@@ -133,19 +135,39 @@ end
 return 0
 ";
 
-/// Limits shared through Redis: every replica pointed at the same Redis enforces one set
-/// of meters. Built lazily: the gateway starts while Redis is down and each check reports
-/// the failure (the layer then fails closed or open as configured).
+/// Limits shared through Redis: every replica pointed at the same Redis (one node, or a
+/// Redis Cluster) enforces one set of meters. Built lazily: the gateway starts while Redis
+/// is down and each check reports the failure (the layer then fails closed or open as
+/// configured).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
+    timeout: Duration,
     acquire: redis::Script,
     settle: redis::Script,
 }
 
+#[derive(Clone)]
+enum Conn {
+    Node(ConnectionManager),
+    Cluster(Arc<ClusterSlot>),
+}
+
+/// A cluster connection made on first use (and again after a failed attempt).
+struct ClusterSlot {
+    client: redis::cluster::ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
+}
+
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStore").finish_non_exhaustive()
+        let kind = match self.conn {
+            Conn::Node(_) => "node",
+            Conn::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -161,11 +183,54 @@ impl RedisStore {
             .set_max_delay(timeout);
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| StoreError(e.to_string()))?;
-        Ok(RedisStore {
+        Ok(RedisStore::with(Conn::Node(conn), timeout))
+    }
+
+    /// A store on a Redis Cluster, found from any of its `nodes` (`redis://host:port`).
+    /// Each script goes to the node that owns its keys' hash slot.
+    pub fn connect_cluster(nodes: &[&str], timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(1)
+            .build()
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(RedisStore::with(
+            Conn::Cluster(Arc::new(ClusterSlot {
+                client,
+                conn: tokio::sync::OnceCell::new(),
+            })),
+            timeout,
+        ))
+    }
+
+    fn with(conn: Conn, timeout: Duration) -> Self {
+        RedisStore {
             conn,
+            timeout,
             acquire: redis::Script::new(ACQUIRE),
             settle: redis::Script::new(SETTLE),
-        })
+        }
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let err = |e: redis::RedisError| StoreError(e.to_string());
+        match &self.conn {
+            Conn::Node(c) => inv.invoke_async(&mut c.clone()).await.map_err(err),
+            Conn::Cluster(slot) => {
+                let connect = async {
+                    tokio::time::timeout(self.timeout * 4, slot.client.get_async_connection())
+                        .await
+                        .map_err(|_| StoreError("no cluster node answered in time".to_owned()))?
+                        .map_err(err)
+                };
+                let conn = slot.conn.get_or_try_init(|| connect).await?;
+                inv.invoke_async(&mut conn.clone()).await.map_err(err)
+            }
+        }
     }
 
     async fn acquire_group(
@@ -192,11 +257,7 @@ impl RedisStore {
             };
             inv.arg(c.cost);
         }
-        let mut conn = self.conn.clone();
-        let out: Vec<i64> = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| StoreError(e.to_string()))?;
+        let out: Vec<i64> = self.invoke(&inv).await?;
         if out.len() != 2 + 3 * charges.len() {
             return Err(StoreError(format!(
                 "unexpected reply of {} values",
@@ -230,11 +291,7 @@ impl RedisStore {
             };
             inv.arg(a.delta);
         }
-        let mut conn = self.conn.clone();
-        let _: i64 = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| StoreError(e.to_string()))?;
+        let _: i64 = self.invoke(&inv).await?;
         Ok(())
     }
 }

@@ -331,6 +331,35 @@ macro_rules! suite {
                 }
             )*
         }
+
+        /// The same suite on a three-node Redis Cluster: keys of one hash tag go to the
+        /// node owning their slot, different tags to different nodes.
+        #[cfg(feature = "redis")]
+        mod cluster {
+            use super::redis_server::RedisCluster;
+            use std::time::Duration;
+
+            fn store(cluster: &RedisCluster) -> ai_ratelimit::RedisStore {
+                let urls = cluster.urls();
+                let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+                ai_ratelimit::RedisStore::connect_cluster(&nodes, Duration::from_secs(2)).expect("client")
+            }
+
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let cluster = RedisCluster::start();
+                    super::$name(&store(&cluster), stringify!($name)).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $shared() {
+                    let cluster = RedisCluster::start();
+                    super::$shared(std::sync::Arc::new(store(&cluster)), stringify!($shared)).await;
+                }
+            )*
+        }
     };
 }
 
