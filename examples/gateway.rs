@@ -271,6 +271,22 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
     match config.ratelimit.build().map_err(|e| e.to_string())? {
         Some((layer, what)) => {
             tracing::info!("{what}");
+            if config.auth.is_none() {
+                let by_caller = config
+                    .ratelimit
+                    .limits
+                    .iter()
+                    .chain(config.ratelimit.tiers.values().flat_map(|t| &t.limits))
+                    .filter(|l| l.by.iter().any(|p| p.needs_auth()))
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>();
+                if !by_caller.is_empty() {
+                    tracing::warn!(
+                        "without [auth] every caller is \"anonymous\" with no tenant, team or key: \
+                         rate limits {by_caller:?} are kept per one of those and apply to nobody"
+                    );
+                }
+            }
             server.ratelimit = Some(layer);
         }
         None => tracing::debug!("rate limits off ([ratelimit] enabled = false)"),

@@ -90,6 +90,7 @@ impl MetricsEndpoint {
             .install_recorder()
             .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
         ai_audit::metrics::describe();
+        ai_ratelimit::describe_metrics();
         let upkeep = handle.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -611,7 +611,8 @@ async fn limited_by_config(cluster: bool, url: &str, store: &str) {
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n\n[ratelimit]\nenabled = true\nstore = \"redis\"\n\
              redis_url = \"${{TEST_REDIS_URL}}\"\nredis_cluster = {cluster}\n\n[[ratelimit.limits]]\n\
-             name = \"everyone\"\nrequests_per_minute = 2\n"
+             name = \"everyone\"\nrequests_per_minute = 2\n\n[[ratelimit.limits]]\n\
+             name = \"per-tenant\"\nby = [\"tenant\"]\nrequests_per_minute = 1\n"
         ),
     );
     let gw = Running::start_with(&config, &[("TEST_REDIS_URL", url)]).await;
@@ -621,8 +622,16 @@ async fn limited_by_config(cluster: bool, url: &str, store: &str) {
         .find(|l| l.contains("rate limits:"))
         .expect("a line saying what is limited");
     assert!(
-        line.contains(&format!("1 limits, 0 tiers, {store}")),
+        line.contains(&format!("2 limits, 0 tiers, {store}")),
         "{line}"
+    );
+    // Without [auth] nobody has a tenant: the gateway says so at start.
+    assert!(
+        gw.startup.iter().any(|l| l.contains("WARN")
+            && l.contains("[\"per-tenant\"]")
+            && l.contains("apply to nobody")),
+        "{:?}",
+        gw.startup
     );
     assert!(
         !line.contains("127.0.0.1"),

@@ -77,3 +77,31 @@ pub use rate::{Rate, Standing};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, hash_tag};
 pub use store::{Adjust, Admission, Charge, Gauge, MemoryStore, Store, StoreError};
+
+/// Describes the limiter's metrics to the installed `metrics` recorder (names, help text):
+///
+/// - `gen_ai_gateway_ratelimit_rejected_total{axis}`: requests refused (429), by the axis
+///   that refused them (`queue` for one refused behind a line of waiters);
+/// - `gen_ai_gateway_ratelimit_queued_total`: requests that waited in the overflow queue;
+/// - `gen_ai_gateway_ratelimit_queue_timeouts_total`: waiters refused at their deadline;
+/// - `gen_ai_gateway_ratelimit_store_errors_total{policy}`: store failures (`closed`,
+///   `open`, or `settle`).
+pub fn describe_metrics() {
+    use metrics::describe_counter;
+    describe_counter!(
+        "gen_ai_gateway_ratelimit_rejected_total",
+        "Requests refused by a rate limit, by axis (requests, input_tokens, output_tokens, in_flight, queue)."
+    );
+    describe_counter!(
+        "gen_ai_gateway_ratelimit_queued_total",
+        "Requests that waited in the rate-limit overflow queue."
+    );
+    describe_counter!(
+        "gen_ai_gateway_ratelimit_queue_timeouts_total",
+        "Queued requests refused because no capacity came before their deadline."
+    );
+    describe_counter!(
+        "gen_ai_gateway_ratelimit_store_errors_total",
+        "Rate-limit store failures, by policy (closed: refused, open: limited locally, settle)."
+    );
+}

@@ -58,6 +58,15 @@ impl KeyPart {
         })
     }
 
+    /// Whether only an authenticated caller has this part (tenant, team, agent, key): an
+    /// anonymous caller has a subject and a model only.
+    pub fn needs_auth(self) -> bool {
+        matches!(
+            self,
+            KeyPart::Tenant | KeyPart::Team | KeyPart::Agent | KeyPart::Key
+        )
+    }
+
     fn is_identity(self) -> bool {
         !matches!(self, KeyPart::Model | KeyPart::ModelFamily)
     }
