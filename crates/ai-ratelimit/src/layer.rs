@@ -287,14 +287,15 @@ impl Core {
         let cx = KeyContext::from_extensions(ext, &self.anonymous, model);
         let tier = self.tier(cx.principal);
         let mut plan = Plan {
-            charges: Vec::new(),
-            meta: Vec::new(),
+            charges: Vec::with_capacity(4),
+            meta: Vec::with_capacity(4),
             priority: tier.map_or(0, |t| t.priority),
             queue_wait: tier.map_or(Duration::ZERO, |t| t.queue_wait),
             lease: next_lease(),
         };
         let tier_limits = tier.map(|t| &t.limits[..]).unwrap_or(&[]);
         for limit in self.common.iter().chain(tier_limits) {
+            let mut template: Option<(String, usize)> = None;
             for (axis, gauge) in limit.gauges(self.lease) {
                 let cost = match (axis, costs) {
                     (Axis::Requests | Axis::InFlight, _) => 1,
@@ -303,9 +304,16 @@ impl Core {
                     // Token axes do not apply to plain HTTP requests.
                     (Axis::InputTokens | Axis::OutputTokens, None) => continue,
                 };
-                let Some(key) = limit.key(axis, &cx) else {
-                    break;
-                };
+                if template.is_none() {
+                    // A part the request lacks: the limit does not apply to it.
+                    let Some(t) = limit.key_template(&cx) else {
+                        break;
+                    };
+                    template = Some(t);
+                }
+                let Some((base, at)) = &template else { break };
+                let mut key = base.clone();
+                key.replace_range(*at..*at + 1, axis.code());
                 plan.charges.push(Charge { key, gauge, cost });
                 plan.meta.push((limit.clone(), axis));
             }

@@ -237,32 +237,54 @@ impl Limit {
     /// caller, so every key of one request lands in one Redis Cluster slot, and the model
     /// parts (`{g=model=...}`) for limits kept only per model or for everyone.
     pub fn key(&self, axis: Axis, cx: &KeyContext<'_>) -> Option<String> {
-        let mut parts = String::new();
+        let (mut key, at) = self.key_template(cx)?;
+        key.replace_range(at..at + 1, axis.code());
+        Some(key)
+    }
+
+    /// The key with a placeholder axis, and the byte position of the axis: the keys of a
+    /// limit's axes differ in that one byte, so they are built once and patched.
+    pub(crate) fn key_template(&self, cx: &KeyContext<'_>) -> Option<(String, usize)> {
+        let mut values: [&str; 8] = [""; 8];
+        let mut len = 0;
         for (i, p) in self.by.iter().enumerate() {
             let v = cx.part(*p)?;
-            if i > 0 {
-                parts.push('|');
+            if let Some(slot) = values.get_mut(i) {
+                *slot = v;
             }
-            parts.push_str(p.name());
-            parts.push('=');
-            escape(&mut parts, v);
+            len += p.name().len() + v.len() + 2;
         }
-        let mut key = String::with_capacity(16 + self.name.len() + parts.len());
+        let write_parts = |out: &mut String| {
+            for (i, p) in self.by.iter().enumerate() {
+                if i > 0 {
+                    out.push('|');
+                }
+                out.push_str(p.name());
+                out.push('=');
+                match values.get(i) {
+                    Some(v) => escape(out, v),
+                    // More than 8 parts: look the value up again.
+                    None => escape(out, cx.part(*p).unwrap_or("")),
+                }
+            }
+        };
+        let tenant = cx.principal.tenant.as_deref().unwrap_or("-");
+        let mut key = String::with_capacity(16 + self.name.len() + 2 * len + tenant.len());
         key.push_str("rl:{");
         if self.by.iter().any(|p| p.is_identity()) {
             key.push_str("t=");
-            escape(&mut key, cx.principal.tenant.as_deref().unwrap_or("-"));
+            escape(&mut key, tenant);
         } else {
             key.push_str("g=");
-            key.push_str(&parts);
+            write_parts(&mut key);
         }
         key.push_str("}:");
         escape(&mut key, &self.name);
         key.push(':');
-        key.push_str(axis.code());
-        key.push(':');
-        key.push_str(&parts);
-        Some(key)
+        let at = key.len();
+        key.push_str("_:");
+        write_parts(&mut key);
+        Some((key, at))
     }
 }
 
