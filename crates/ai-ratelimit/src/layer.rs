@@ -6,15 +6,15 @@ use crate::queue::{Queues, Waiter};
 use crate::rate::{Rate, Standing};
 use crate::store::{Adjust, Admission, Charge, Gauge, MemoryStore, Store, StoreError};
 use ai_core::{
-    AiBody, AiError, Completion, CompletionFuture, ErrorKind, MessagesRequest, Principal, Verdicts,
+    AiBody, AiError, CodecBody, Completion, CompletionFuture, ErrorKind, MessagesRequest,
+    Principal, RequestId, Verdicts,
 };
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use smallvec::SmallVec;
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -556,9 +556,8 @@ impl Core {
                 .min_by_key(|s| s.remaining);
             let Some(s) = tightest else { continue };
             let base = *wall.get_or_insert_with(|| self.clock.wall(Duration::ZERO));
-            let mut buf = StackStr::default();
-            let _ = write!(buf, "{}", humantime::format_rfc3339_seconds(base + s.reset));
-            if let Ok(v) = HeaderValue::from_bytes(buf.as_bytes()) {
+            let reset_at = humantime::format_rfc3339_seconds(base + s.reset).to_string();
+            if let Ok(v) = HeaderValue::try_from(reset_at) {
                 h.insert(reset, v);
             }
             h.insert(limit, HeaderValue::from(s.limit));
@@ -625,14 +624,7 @@ impl Core {
 impl Plan {
     /// Gives back every charge (a reservation whose request went away).
     fn refund_all(&self) -> Vec<Adjust<'_>> {
-        self.charges
-            .iter()
-            .map(|c| Adjust {
-                key: &c.key,
-                gauge: c.gauge,
-                delta: -i64::try_from(c.cost).unwrap_or(i64::MAX),
-            })
-            .collect()
+        self.charges.iter().map(Charge::refund).collect()
     }
 
     fn adjust(&self, i: usize, delta: i64) -> Adjust<'_> {
@@ -670,29 +662,6 @@ const RATE_HEADERS: [(Axis, [HeaderName; 3]); 3] = [
         ],
     ),
 ];
-
-/// A small string on the stack (an RFC 3339 timestamp is 20 bytes).
-#[derive(Default)]
-struct StackStr {
-    buf: [u8; 32],
-    len: usize,
-}
-
-impl StackStr {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl fmt::Write for StackStr {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
 
 /// How often a queued request over an in-flight limit looks for a free slot.
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
@@ -880,7 +849,7 @@ where
     B: Send + 'static,
     RB: Send + 'static,
 {
-    type Response = Response<Either<RB, Full<Bytes>>>;
+    type Response = Response<Either<RB, CodecBody>>;
     type Error = S::Error;
     type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
 
@@ -893,10 +862,14 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let core = self.core.clone();
         let plan = Arc::new(core.plan(req.extensions(), None, None));
+        let request_id = req.extensions().get::<RequestId>().cloned();
         Box::pin(async move {
             let admitted = match core.admit(&plan).await {
                 Ok(a) => a,
-                Err(e) => return Ok(error_response(&e)),
+                Err(e) => {
+                    let id = request_id.unwrap_or_else(RequestId::generate);
+                    return Ok(ai_core::codec::error_response(e, &id).map(Either::Right));
+                }
             };
             // Released when the response head is out (or the call fails or is dropped).
             let release = ReleaseOnDrop {
@@ -924,22 +897,4 @@ impl Drop for ReleaseOnDrop {
         let done = Completion::of_error(&AiError::api("released"));
         self.core.settle(&self.plan, None, self.local, &done);
     }
-}
-
-fn error_response<RB>(e: &AiError) -> Response<Either<RB, Full<Bytes>>> {
-    let mut resp = Response::new(Either::Right(Full::new(e.to_json())));
-    *resp.status_mut() = e.status();
-    let h = resp.headers_mut();
-    for (k, v) in e.headers() {
-        h.append(k, v.clone());
-    }
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(after) = e.retry_after() {
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    }
-    resp
 }

@@ -396,14 +396,7 @@ impl RedisStore {
         if done.is_empty() {
             return;
         }
-        let adjust: Vec<Adjust<'_>> = done
-            .iter()
-            .map(|&i| Adjust {
-                key: &charges[i].key,
-                gauge: charges[i].gauge,
-                delta: -(charges[i].cost.min(i64::MAX as u64) as i64),
-            })
-            .collect();
+        let adjust: Vec<Adjust<'_>> = done.iter().map(|&i| charges[i].refund()).collect();
         if let Err(e) = Store::settle(self, now, lease, &adjust).await {
             tracing::warn!(target: "ai_ratelimit", error = %e, "could not give back a partial reservation");
         }

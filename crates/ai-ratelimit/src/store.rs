@@ -36,6 +36,18 @@ pub struct Charge {
     pub cost: u64,
 }
 
+impl Charge {
+    /// The correction that gives this charge back entirely (a rate's units, an in-flight
+    /// slot).
+    pub fn refund(&self) -> Adjust<'_> {
+        Adjust {
+            key: &self.key,
+            gauge: self.gauge,
+            delta: -i64::try_from(self.cost).unwrap_or(i64::MAX),
+        }
+    }
+}
+
 /// One correction after the response: `delta` units of a rate (negative: given back), or
 /// the release of an in-flight lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
