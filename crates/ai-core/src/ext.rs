@@ -338,6 +338,12 @@ pub struct Served {
     pub model: Arc<str>,
 }
 
+/// Every model a request may end up served by (request extension), set by a router in
+/// front of the layers that price a request before it is sent: a budget reserves for the
+/// most expensive of them. Without it, the requested model is the only candidate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServableModels(pub Arc<[Arc<str>]>);
+
 /// The model the caller asked for, put on the response by the edge codec for outer
 /// layers that log or count per model (the model that answered is in [`Served`]).
 #[derive(Clone, Debug, PartialEq, Eq)]

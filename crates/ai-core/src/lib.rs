@@ -62,6 +62,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+pub mod clock;
 pub mod codec;
 pub mod error;
 pub mod ext;
@@ -72,13 +73,14 @@ pub mod tokens;
 pub mod wire;
 
 pub use body::{AiBody, Completion, CompletionFuture, EventStream, Outcome};
+pub use clock::Clock;
 pub use codec::{CodecBody, MessagesCodec, MessagesCodecLayer};
 pub use error::{AiError, ErrorKind};
 pub use ext::{
     AllowedModels, Attempt, AuthFailure, CallReport, ClientAddr, ComponentClass, Cost,
     CredentialId, DataCategories, DataCategory, DataClass, DataClassification, Endpoint, Principal,
-    PromptTemplate, ReportData, RequestId, RequestedModel, Route, Served, Surface, Timings,
-    Verdict, Verdicts, Workload,
+    PromptTemplate, ReportData, RequestId, RequestedModel, Route, ServableModels, Served, Surface,
+    Timings, Verdict, Verdicts, Workload,
 };
 pub use wire::{
     Content, ContentBlock, Delta, Message, MessagesRequest, MessagesResponse, Role, StreamEvent,

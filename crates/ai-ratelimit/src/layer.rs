@@ -5,6 +5,7 @@ use crate::policy::{Axis, KeyContext, Limit, Policy};
 use crate::queue::{Queues, Waiter};
 use crate::rate::{Rate, Standing};
 use crate::store::{Adjust, Admission, Charge, Gauge, MemoryStore, Store, StoreError};
+pub use ai_core::Clock;
 use ai_core::{
     AiBody, AiError, CodecBody, Completion, CompletionFuture, ErrorKind, MessagesRequest,
     Principal, RequestId, Verdicts,
@@ -20,39 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tower::{Layer, Service};
-
-/// The limiter's clock: wall-clock microseconds, advanced by tokio's clock (so tests can
-/// pause and advance time, and a wall-clock step never makes meters jump).
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    base_us: u64,
-    base: tokio::time::Instant,
-}
-
-impl Clock {
-    /// Wall-clock time now, advanced from here on by tokio's monotonic clock.
-    pub fn system() -> Self {
-        let base_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        Clock {
-            base_us,
-            base: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Microseconds since the Unix epoch.
-    pub fn now_us(&self) -> u64 {
-        self.base_us
-            + tokio::time::Instant::now()
-                .duration_since(self.base)
-                .as_micros() as u64
-    }
-
-    fn wall(&self, after: Duration) -> SystemTime {
-        UNIX_EPOCH + Duration::from_micros(self.now_us()) + after
-    }
-}
 
 /// What to do when the store cannot be reached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
