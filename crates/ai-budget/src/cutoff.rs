@@ -163,18 +163,14 @@ impl Stream for CutOff {
             Poll::Ready(Some(Ok(ev))) => ev,
         };
         match &item {
-            StreamEvent::MessageStart(s) => {
-                if !this.check.start(&s.message.usage) {
-                    this.cut();
-                }
-            }
+            // The input alone is over: `message_start` goes out, then the ending.
+            StreamEvent::MessageStart(s) if !this.check.start(&s.message.usage) => this.cut(),
             StreamEvent::ContentBlockStart(b) => this.open_block = Some(b.index),
             StreamEvent::ContentBlockStop(_) => this.open_block = None,
-            StreamEvent::ContentBlockDelta(d) => {
-                if !this.check.admit(delta_len(&d.delta)) {
-                    this.cut();
-                    return Poll::Ready(this.queued.pop_front().map(Ok));
-                }
+            // This delta would pass the allowance: it is not sent.
+            StreamEvent::ContentBlockDelta(d) if !this.check.admit(delta_len(&d.delta)) => {
+                this.cut();
+                return Poll::Ready(this.queued.pop_front().map(Ok));
             }
             _ => {}
         }

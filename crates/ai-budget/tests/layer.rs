@@ -3,14 +3,14 @@
 //! spend that survives a restart.
 
 use ai_budget::{
-    Alert, AlertSink, Budget, BudgetLayer, BudgetPolicy, Calendar, MemoryStore, Period,
-    PriceTable, STOP_REASON, Scope, Usd,
+    Alert, AlertSink, Budget, BudgetLayer, BudgetPolicy, Calendar, MemoryStore, Period, PriceTable,
+    STOP_REASON, Scope, Usd,
 };
 use ai_core::test_util::{MockProvider, Script};
 use ai_core::wire::{ContentBlockStartEvent, MessageStartEvent};
 use ai_core::{
-    AiBody, AiError, CallReport, Clock, ContentBlock, MessagesRequest, MessagesResponse,
-    Principal, Role, StreamEvent, Usage,
+    AiBody, AiError, CallReport, Clock, ContentBlock, MessagesRequest, MessagesResponse, Principal,
+    Role, StreamEvent, Usage,
 };
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tower::{Layer, Service, ServiceExt};
 
-fn request(model: &str, max_tokens: u32, stream: bool, who: &Principal) -> http::Request<MessagesRequest> {
+fn request(
+    model: &str,
+    max_tokens: u32,
+    stream: bool,
+    who: &Principal,
+) -> http::Request<MessagesRequest> {
     let body: MessagesRequest = serde_json::from_value(serde_json::json!({
         "model": model, "max_tokens": max_tokens, "stream": stream,
         "messages": [{"role": "user", "content": "hello"}]
@@ -106,7 +111,10 @@ impl Service<http::Request<MessagesRequest>> for EndlessUpstream {
     type Response = http::Response<AiBody>;
     type Error = AiError;
     type Future = std::future::Ready<Result<http::Response<AiBody>, AiError>>;
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), AiError>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), AiError>> {
         std::task::Poll::Ready(Ok(()))
     }
     fn call(&mut self, _: http::Request<MessagesRequest>) -> Self::Future {
@@ -115,7 +123,9 @@ impl Service<http::Request<MessagesRequest>> for EndlessUpstream {
         let deltas = futures_util::stream::unfold(flag, |flag| async move {
             Some((Ok(StreamEvent::text_delta(0, "x".repeat(40))), flag))
         });
-        std::future::ready(Ok(http::Response::new(AiBody::from_events(head.chain(deltas)))))
+        std::future::ready(Ok(http::Response::new(AiBody::from_events(
+            head.chain(deltas),
+        ))))
     }
 }
 
@@ -148,7 +158,13 @@ async fn a_stream_is_cut_off_cleanly_when_its_running_cost_reaches_the_budget() 
     let report = CallReport::default();
     let mut req = request("claude-haiku-4-5", 4096, true, &alice());
     req.extensions_mut().insert(report.clone());
-    let resp = svc.ready().await.expect("ready").call(req).await.expect("admitted with what is left");
+    let resp = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .expect("admitted with what is left");
     // The header carries what was held: the whole budget, not the $0.0205 upper bound.
     assert_eq!(resp.headers()["x-gateway-cost-usd"], "0.001");
     let evs = events(resp).await;
@@ -194,7 +210,11 @@ async fn without_the_cut_off_a_request_must_fit_whole_and_is_refused_with_402() 
         .expect_err("upper bound $0.02 > $0.001");
     assert_eq!(err.status(), 402);
     assert_eq!(err.kind(), ai_core::ErrorKind::BudgetExceeded);
-    assert!(err.message().contains("\"eng-monthly\""), "{}", err.message());
+    assert!(
+        err.message().contains("\"eng-monthly\""),
+        "{}",
+        err.message()
+    );
     assert!(err.message().contains("team eng"), "{}", err.message());
     assert_eq!(err.headers()["x-gateway-budget"], "eng-monthly");
     // A smaller max_tokens fits.
@@ -207,7 +227,13 @@ async fn without_the_cut_off_a_request_must_fit_whole_and_is_refused_with_402() 
         .expect("fits");
     // 10 x $1 + 10 x $5 per million: exact for a whole message.
     assert_eq!(ok.headers()["x-gateway-cost-usd"], "0.00006");
-    assert_eq!(ok.headers()["x-gateway-budget-remaining-usd"].to_str().ok().map(|s| s.parse::<Usd>().is_ok()), Some(true));
+    assert_eq!(
+        ok.headers()["x-gateway-budget-remaining-usd"]
+            .to_str()
+            .ok()
+            .map(|s| s.parse::<Usd>().is_ok()),
+        Some(true)
+    );
 }
 
 #[tokio::test]
@@ -284,7 +310,10 @@ async fn a_failing_upstream_costs_nothing_and_releases_its_hold() {
         .expect_err("upstream error");
     assert_eq!(err.status(), 529);
     let s = layer.standing(Scope::Team, "eng").await.expect("read");
-    assert_eq!((s[0].spent_usd.as_str(), s[0].reserved_usd.as_str()), ("0.00", "0.00"));
+    assert_eq!(
+        (s[0].spent_usd.as_str(), s[0].reserved_usd.as_str()),
+        ("0.00", "0.00")
+    );
 }
 
 #[derive(Clone, Default)]
@@ -343,16 +372,29 @@ async fn thresholds_fire_exactly_once_per_window_and_a_new_day_starts_from_zero(
     let day1 = run(8).await;
     let ok = day1.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 5, "five calls of $0.002 reach the $0.01 cap");
-    assert!(day1.iter().filter_map(|r| r.as_ref().err()).all(|e| e.status() == 402));
+    assert!(
+        day1.iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.status() == 402)
+    );
     assert_eq!(
         alerts.fired(),
-        vec![("2026-12-02".to_owned(), 80), ("2026-12-02".to_owned(), 100)]
+        vec![
+            ("2026-12-02".to_owned(), 80),
+            ("2026-12-02".to_owned(), 100)
+        ]
     );
     tokio::time::advance(Duration::from_secs(14 * 3600)).await; // 2026-12-03T00:00Z
     let day2 = run(8).await;
     assert_eq!(day2.iter().filter(|r| r.is_ok()).count(), 5, "a new window");
     assert_eq!(alerts.fired().len(), 4);
-    assert_eq!(alerts.fired()[2..], [("2026-12-03".to_owned(), 80), ("2026-12-03".to_owned(), 100)]);
+    assert_eq!(
+        alerts.fired()[2..],
+        [
+            ("2026-12-03".to_owned(), 80),
+            ("2026-12-03".to_owned(), 100)
+        ]
+    );
     let s = layer.standing(Scope::Subject, "alice").await.expect("read");
     assert_eq!(s[0].window, "2026-12-03");
     assert_eq!(s[0].resets_at.as_deref(), Some("2026-12-04T00:00:00Z"));
@@ -370,13 +412,19 @@ async fn a_monthly_window_rolls_over_at_midnight_in_its_time_zone() {
     .calendar(Calendar::zone("America/New_York").expect("zone"));
     let layer = BudgetLayer::new(policy, PriceTable::defaults()).clock(at("2026-11-30T23:59:00Z"));
     let mut svc = layer.layer(MockProvider::always(message(1000, 200)));
-    let mut call = || {
-        svc.call(request("claude-haiku-4-5", 200, false, &alice()))
-    };
-    call().await.expect("the first call spends the month's $0.002");
+    let mut call = || svc.call(request("claude-haiku-4-5", 200, false, &alice()));
+    call()
+        .await
+        .expect("the first call spends the month's $0.002");
     assert_eq!(call().await.expect_err("spent").status(), 402);
     tokio::time::advance(Duration::from_secs(120)).await; // December in UTC, not in New York
-    assert_eq!(call().await.expect_err("still November in New York").status(), 402);
+    assert_eq!(
+        call()
+            .await
+            .expect_err("still November in New York")
+            .status(),
+        402
+    );
     tokio::time::advance(Duration::from_secs(5 * 3600)).await; // 00:01 December 1st, New York
     call().await.expect("a new month in New York");
     let s = layer.standing(Scope::Team, "eng").await.expect("read");
@@ -396,7 +444,9 @@ async fn spend_survives_a_restart_of_the_memory_store() {
         svc.call(request("claude-haiku-4-5", 200, false, &alice()))
             .await
             .expect("$0.002");
-        store.save(Clock::system().now_us()).expect("saved at shutdown");
+        store
+            .save(Clock::system().now_us())
+            .expect("saved at shutdown");
     }
     let store = MemoryStore::open(&path).expect("reopen");
     let layer = BudgetLayer::with_store(policy(), PriceTable::defaults(), store);
@@ -425,11 +475,14 @@ async fn every_scope_that_applies_is_charged_and_others_are_not() {
     let layer = BudgetLayer::new(policy, PriceTable::defaults());
     let mut svc = layer.layer(MockProvider::always(message(1000, 200)));
     let mut req = request("claude-haiku-4-5", 200, false, &alice());
-    req.headers_mut().insert("x-cost-centre", http::HeaderValue::from_static("cc-42"));
+    req.headers_mut()
+        .insert("x-cost-centre", http::HeaderValue::from_static("cc-42"));
     svc.call(req).await.expect("ok");
     let mut bob = Principal::new("bob");
     bob.team = None;
-    svc.call(request("claude-haiku-4-5", 200, false, &bob)).await.expect("ok");
+    svc.call(request("claude-haiku-4-5", 200, false, &bob))
+        .await
+        .expect("ok");
     for (scope, owner, spent) in [
         (Scope::Subject, "alice", "0.002"),
         (Scope::Subject, "bob", "0.002"),

@@ -15,7 +15,10 @@ fn usd(s: &str) -> Usd {
 }
 
 fn priced(model: &str, usage: &Usage) -> Usd {
-    PriceTable::defaults().price(model).expect("listed").cost(usage)
+    PriceTable::defaults()
+        .price(model)
+        .expect("listed")
+        .cost(usage)
 }
 
 #[test]
@@ -107,12 +110,24 @@ fn batch_us_inference_and_web_search() {
     );
     assert_eq!(priced(&m.model, &u), usd("0.0012024"), "half of 2,404.8");
     let geo = usage(serde_json::json!({"input_tokens": 1000, "inference_geo": "us"}));
-    assert_eq!(priced("claude-opus-4-6", &geo), usd("0.0055"), "1.1 x 1,000 x $5");
-    assert_eq!(priced("claude-opus-4-5", &geo), usd("0.005"), "older models: no uplift");
+    assert_eq!(
+        priced("claude-opus-4-6", &geo),
+        usd("0.0055"),
+        "1.1 x 1,000 x $5"
+    );
+    assert_eq!(
+        priced("claude-opus-4-5", &geo),
+        usd("0.005"),
+        "older models: no uplift"
+    );
     let search = usage(serde_json::json!({
         "input_tokens": 1000, "server_tool_use": {"web_search_requests": 3}
     }));
-    assert_eq!(priced("claude-sonnet-4-5", &search), usd("0.033"), "$0.003 + 3 x $0.01");
+    assert_eq!(
+        priced("claude-sonnet-4-5", &search),
+        usd("0.033"),
+        "$0.003 + 3 x $0.01"
+    );
 }
 
 #[test]
@@ -151,8 +166,22 @@ as_of = "2026-12"
     )
     .expect("toml");
     let u = usage(serde_json::json!({"input_tokens": 1000, "output_tokens": 1000}));
-    assert_eq!(t.price("claude-sonnet-4-5-20250929").expect("listed").cost(&u), usd("0.0145"));
-    assert_eq!(t.price("llama-3.3-70b").expect("listed").cost(&u), usd("0.0004"));
-    assert!(t.merge_toml("[models.x]\ninput = \"1.0000001\"\noutput = 1").is_err());
-    assert!(t.merge_toml("[models.x]\ninput = 1\noutput = 1\ntypo = 2").is_err());
+    assert_eq!(
+        t.price("claude-sonnet-4-5-20250929")
+            .expect("listed")
+            .cost(&u),
+        usd("0.0145")
+    );
+    assert_eq!(
+        t.price("llama-3.3-70b").expect("listed").cost(&u),
+        usd("0.0004")
+    );
+    assert!(
+        t.merge_toml("[models.x]\ninput = \"1.0000001\"\noutput = 1")
+            .is_err()
+    );
+    assert!(
+        t.merge_toml("[models.x]\ninput = 1\noutput = 1\ntypo = 2")
+            .is_err()
+    );
 }
