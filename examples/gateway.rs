@@ -159,8 +159,18 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
     } else {
         "rate limits off"
     };
+    let budget = if config.budget.enabled {
+        config.budget.policy().map_err(|e| e.to_string())?;
+        config.budget.prices().map_err(|e| e.to_string())?;
+        if config.budget.store == RateLimitStoreKind::Redis && config.budget.redis_url.is_none() {
+            return Err("[budget] store = \"redis\" needs redis_url = \"${VAR}\"".to_owned());
+        }
+        "budgets on"
+    } else {
+        "budgets off"
+    };
     Ok(format!(
-        "listen {listen}, {upstream}, {auth}, {audit}, {ratelimit}"
+        "listen {listen}, {upstream}, {auth}, {audit}, {ratelimit}, {budget}"
     ))
 }
 
@@ -290,6 +300,20 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
             server.ratelimit = Some(layer);
         }
         None => tracing::debug!("rate limits off ([ratelimit] enabled = false)"),
+    }
+    match config.budget.build().map_err(|e| e.to_string())? {
+        Some((layer, what)) => {
+            tracing::info!("{what}");
+            match config.budget.admin_token.as_ref().and_then(|t| t.value()) {
+                Some(token) => {
+                    tracing::info!("budget admin API on GET /admin/budgets/{{scope}}:{{owner}}");
+                    server.admin_token = Some(token.into());
+                }
+                None => tracing::debug!("no [budget] admin_token: the admin API is off"),
+            }
+            server.budget = Some(layer);
+        }
+        None => tracing::debug!("budgets off ([budget] enabled = false)"),
     }
     if config.audit.metrics {
         server.metrics = Some(MetricsEndpoint::prometheus("/metrics")?);

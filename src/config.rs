@@ -61,6 +61,8 @@ pub struct GatewayConfig {
     pub audit: AuditSection,
     /// `[ratelimit]`: rate limits per user, team, tenant, key or model. Off by default.
     pub ratelimit: RateLimitSection,
+    /// `[budget]`: cost of every call and spending caps. Off by default.
+    pub budget: BudgetSection,
 }
 
 /// Where rate-limit meters live.
@@ -276,6 +278,254 @@ impl RateLimitSection {
         Ok(Some((
             layer,
             format!("rate limits: {count} limits, {tiers} tiers, {store}"),
+        )))
+    }
+}
+
+/// `[budget]`: the cost of every call and spending caps per user, team, tenant,
+/// project header, key or for the whole gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct BudgetSection {
+    /// Price calls and enforce the budgets. Default `false`.
+    pub enabled: bool,
+    /// `memory` (default: saved to `state_file`) or `redis`.
+    pub store: RateLimitStoreKind,
+    /// Where the memory store saves spend (at shutdown and every `save_interval`), and
+    /// reads it back at start. Default `./budget-spend.json`.
+    pub state_file: PathBuf,
+    /// How often the memory store saves. Default 30 s.
+    #[serde(deserialize_with = "duration")]
+    pub save_interval: Duration,
+    /// The Redis URL by environment reference; read only with `store = "redis"`.
+    pub redis_url: Option<EnvSecret>,
+    /// `redis_url` names the seed nodes of a Redis Cluster (comma-separated). Default
+    /// `false`.
+    pub redis_cluster: bool,
+    /// Longest a Redis command may take. Default 250 ms.
+    #[serde(deserialize_with = "duration")]
+    pub redis_timeout: Duration,
+    /// `closed` (default: 503 while the store is unreachable) or `open` (calls go
+    /// through unbudgeted meanwhile, still priced).
+    pub on_store_error: StoreFailure,
+    /// The IANA time zone daily and monthly windows are cut in. Default `UTC`.
+    pub time_zone: String,
+    /// The header naming a request's project or cost centre. Default `x-gateway-project`.
+    pub project_header: String,
+    /// `reject` (default: 400 for a model without a price) or a listed model to price
+    /// unlisted ones as.
+    pub unknown_model: String,
+    /// Alert thresholds in percent of each cap. Default `[80, 100]`.
+    pub alert_thresholds: Vec<u8>,
+    /// A URL (by environment reference: it often carries a token) that alerts are also
+    /// POSTed to as JSON. Default: log and counter only.
+    pub webhook_url: Option<EnvSecret>,
+    /// Time per webhook attempt. Default 5 s.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_timeout: Duration,
+    /// Webhook retries after the first attempt. Default 3.
+    pub webhook_retries: u32,
+    /// The bearer token of `GET /admin/budgets/{scope}:{owner}`, by environment
+    /// reference. Without it the admin route is off.
+    pub admin_token: Option<EnvSecret>,
+    /// `[[budget.budgets]]`: the caps.
+    pub budgets: Vec<BudgetEntry>,
+    /// `[budget.prices."<model>"]`: prices that replace or extend the shipped table
+    /// (same keys as `crates/ai-budget/data/prices.toml`).
+    pub prices: std::collections::BTreeMap<String, ai_budget::ModelPrice>,
+}
+
+impl Default for BudgetSection {
+    fn default() -> Self {
+        BudgetSection {
+            enabled: false,
+            store: RateLimitStoreKind::Memory,
+            state_file: PathBuf::from("./budget-spend.json"),
+            save_interval: Duration::from_secs(30),
+            redis_url: None,
+            redis_cluster: false,
+            redis_timeout: Duration::from_millis(250),
+            on_store_error: StoreFailure::Closed,
+            time_zone: "UTC".to_owned(),
+            project_header: "x-gateway-project".to_owned(),
+            unknown_model: "reject".to_owned(),
+            alert_thresholds: vec![80, 100],
+            webhook_url: None,
+            webhook_timeout: Duration::from_secs(5),
+            webhook_retries: 3,
+            admin_token: None,
+            budgets: Vec::new(),
+            prices: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// One cap: `[[budget.budgets]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BudgetEntry {
+    /// A unique name (in refusals, alerts and store keys).
+    pub name: String,
+    /// `subject` (or `user`), `team`, `tenant`, `project`, `key` or `global`.
+    pub by: String,
+    /// The cap in dollars per window, e.g. `"250.00"`.
+    pub usd: ai_budget::Usd,
+    /// `daily`, `monthly` or `lifetime`.
+    pub window: String,
+    /// End streams cleanly at the cap instead of refusing what may not fit. Default
+    /// `false`.
+    #[serde(default)]
+    pub cut_off: bool,
+    /// Thresholds for this budget (default: the section's).
+    #[serde(default)]
+    pub alert_thresholds: Option<Vec<u8>>,
+}
+
+impl BudgetSection {
+    /// The policy these budgets describe, checked.
+    pub fn policy(&self) -> Result<ai_budget::BudgetPolicy, ConfigError> {
+        let err = |m: String| ConfigError::plain(format!("[budget] {m}"));
+        let mut budgets = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for b in &self.budgets {
+            let scope = ai_budget::Scope::from_name(&b.by).ok_or_else(|| {
+                err(format!(
+                    "budget {:?}: by = {:?} is not one of subject, team, tenant, project, key, global",
+                    b.name, b.by
+                ))
+            })?;
+            let period = ai_budget::Period::from_name(&b.window).ok_or_else(|| {
+                err(format!(
+                    "budget {:?}: window = {:?} is not one of daily, monthly, lifetime",
+                    b.name, b.window
+                ))
+            })?;
+            if b.name.is_empty() || !names.insert(b.name.as_str()) {
+                return Err(err(format!(
+                    "budget names must be unique and not empty ({:?})",
+                    b.name
+                )));
+            }
+            let mut budget =
+                ai_budget::Budget::new(&b.name, scope, b.usd, period).cut_off(b.cut_off);
+            if let Some(t) = &b.alert_thresholds {
+                budget = budget.thresholds(t.clone());
+            }
+            budgets.push(budget);
+        }
+        let calendar = ai_budget::Calendar::zone(&self.time_zone)
+            .map_err(|e| err(format!("time_zone: {e}")))?;
+        let mut policy = ai_budget::BudgetPolicy::new(budgets).calendar(calendar);
+        policy.project_header = http::HeaderName::from_bytes(self.project_header.as_bytes())
+            .map_err(|_| {
+                err(format!(
+                    "project_header {:?} is not a header name",
+                    self.project_header
+                ))
+            })?;
+        policy.thresholds = self.alert_thresholds.clone();
+        for t in policy
+            .budgets
+            .iter()
+            .flat_map(|b| b.thresholds.iter().flatten())
+            .chain(&policy.thresholds)
+        {
+            if *t == 0 || *t > 100 {
+                return Err(err(format!(
+                    "alert threshold {t} is not a percent between 1 and 100"
+                )));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The shipped prices with this section's overrides and unknown-model rule.
+    pub fn prices(&self) -> Result<ai_budget::PriceTable, ConfigError> {
+        let mut table = ai_budget::PriceTable::defaults();
+        for (id, p) in &self.prices {
+            table.insert(id.clone(), p.clone());
+        }
+        let unknown = match self.unknown_model.as_str() {
+            "reject" => ai_budget::UnknownModel::Reject,
+            m => ai_budget::UnknownModel::PriceAs(m.to_owned()),
+        };
+        table
+            .set_unknown(unknown)
+            .map_err(|e| ConfigError::plain(format!("[budget] unknown_model: {e}")))?;
+        Ok(table)
+    }
+
+    /// The layer, when enabled, and a line saying what it enforces. Must be called inside
+    /// a tokio runtime (the memory store's saver and the Redis client run on it).
+    pub fn build(&self) -> Result<Option<(ai_budget::BudgetLayer, String)>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let policy = self.policy()?;
+        let prices = self.prices()?;
+        let count = policy.budgets.len();
+        let (layer, store) = match self.store {
+            RateLimitStoreKind::Memory => {
+                let store = ai_budget::MemoryStore::open(&self.state_file)
+                    .map_err(|e| ConfigError::plain(format!("[budget] state_file: {e}")))?;
+                store.save_every(self.save_interval, ai_core::Clock::system());
+                (
+                    ai_budget::BudgetLayer::with_store(policy, prices, store),
+                    format!("in memory, saved to {}", self.state_file.display()),
+                )
+            }
+            RateLimitStoreKind::Redis => {
+                let url = self
+                    .redis_url
+                    .as_ref()
+                    .and_then(EnvSecret::value)
+                    .ok_or_else(|| {
+                        ConfigError::plain(
+                            "[budget] store = \"redis\" needs redis_url = \"${VAR}\"",
+                        )
+                    })?;
+                let store = if self.redis_cluster {
+                    let nodes: Vec<&str> = url
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .collect();
+                    ai_budget::RedisStore::connect_cluster(&nodes, self.redis_timeout)
+                } else {
+                    ai_budget::RedisStore::connect(url, self.redis_timeout)
+                }
+                .map_err(|e| ConfigError::plain(format!("[budget] redis_url: {e}")))?;
+                let name = self.redis_url.as_ref().map_or("", EnvSecret::name);
+                (
+                    ai_budget::BudgetLayer::with_store(policy, prices, store),
+                    format!("on Redis (${{{name}}})"),
+                )
+            }
+        };
+        let mut sinks: Vec<std::sync::Arc<dyn ai_budget::AlertSink>> =
+            vec![std::sync::Arc::new(ai_budget::LogSink)];
+        if let Some(url) = self.webhook_url.as_ref().and_then(EnvSecret::value) {
+            let hook = ai_budget::WebhookSink::new(url)
+                .map_err(|e| ConfigError::plain(format!("[budget] webhook_url: {e}")))?
+                .timeout(self.webhook_timeout)
+                .retries(self.webhook_retries, Duration::from_millis(500));
+            sinks.push(std::sync::Arc::new(hook));
+        }
+        let layer =
+            layer
+                .alerts(ai_budget::Fanout(sinks))
+                .on_store_error(match self.on_store_error {
+                    StoreFailure::Closed => ai_budget::OnStoreError::Closed,
+                    StoreFailure::Open => ai_budget::OnStoreError::Open,
+                });
+        Ok(Some((
+            layer,
+            format!(
+                "budgets: {count} caps, windows in {}, {store}",
+                self.time_zone
+            ),
         )))
     }
 }
@@ -1062,6 +1312,20 @@ impl GatewayConfig {
                 resolve(u, origin, text, &env)?;
             }
         }
+        let b = &mut config.budget;
+        if b.enabled {
+            if b.store == RateLimitStoreKind::Redis {
+                if let Some(u) = &mut b.redis_url {
+                    resolve(u, origin, text, &env)?;
+                }
+            }
+            for s in [&mut b.webhook_url, &mut b.admin_token]
+                .into_iter()
+                .flatten()
+            {
+                resolve(s, origin, text, &env)?;
+            }
+        }
         if let Some(a) = &mut config.auth {
             resolve(&mut a.key_pepper, origin, text, &env)?;
             if let Some(p) = &mut a.user_pseudonym_key {
@@ -1085,6 +1349,8 @@ impl GatewayConfig {
             pseudonym: UserPseudonymLayer::disabled(),
             audit: None,
             ratelimit: None,
+            budget: None,
+            admin_token: None,
             metrics: None,
         }
     }
@@ -1289,6 +1555,23 @@ mod tests {
             "in_flight",
             "priority",
             "queue_wait",
+            "state_file",
+            "save_interval",
+            "time_zone",
+            "project_header",
+            "unknown_model",
+            "alert_thresholds",
+            "webhook_url",
+            "webhook_timeout",
+            "webhook_retries",
+            "admin_token",
+            "usd",
+            "window",
+            "cut_off",
+            "input",
+            "output",
+            "source",
+            "as_of",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(&format!("{key} = "))),
@@ -1330,6 +1613,38 @@ mod tests {
             Duration::from_secs(10)
         );
         assert_eq!(policy.tiers["pilot"].queue_wait, Duration::ZERO);
+        let b = &c.budget;
+        let d = BudgetSection::default();
+        assert_eq!(b.enabled, d.enabled);
+        assert_eq!(b.store, d.store);
+        assert_eq!(b.state_file, d.state_file);
+        assert_eq!(b.save_interval, d.save_interval);
+        assert_eq!(b.redis_cluster, d.redis_cluster);
+        assert_eq!(b.redis_timeout, d.redis_timeout);
+        assert_eq!(b.on_store_error, d.on_store_error);
+        assert_eq!(b.time_zone, d.time_zone);
+        assert_eq!(b.project_header, d.project_header);
+        assert_eq!(b.unknown_model, d.unknown_model);
+        assert_eq!(b.alert_thresholds, d.alert_thresholds);
+        assert_eq!(b.webhook_timeout, d.webhook_timeout);
+        assert_eq!(b.webhook_retries, d.webhook_retries);
+        assert_eq!(
+            b.webhook_url.as_ref().map(EnvSecret::name),
+            Some("BUDGET_WEBHOOK_URL")
+        );
+        assert_eq!(
+            b.admin_token.as_ref().map(EnvSecret::name),
+            Some("GATEWAY_ADMIN_TOKEN")
+        );
+        let policy = b.policy().expect("the sample's budgets are valid");
+        assert_eq!(policy.budgets.len(), 2);
+        assert!(policy.budgets[0].cut_off);
+        let prices = b.prices().expect("the sample's prices are valid");
+        assert!(prices.get("llama-3.3-70b-instruct").is_some());
+        assert!(
+            prices.get("claude-sonnet-4-5").is_some(),
+            "the shipped table stays"
+        );
         let a = &c.audit;
         let d = AuditSection::default();
         assert!(a.enabled && d.enabled);
@@ -1353,6 +1668,45 @@ mod tests {
             Some("AUDIT_SIGNING_KEY")
         );
         assert!(a.signing_key().is_ok());
+    }
+
+    #[test]
+    fn budget_section_is_checked() {
+        let c = GatewayConfig::parse(
+            "[budget]\nenabled = true\ntime_zone = \"Europe/Paris\"\n[[budget.budgets]]\nname = \"t\"\nby = \"team\"\nusd = 12.5\nwindow = \"monthly\"\n",
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        let p = c.budget.policy().expect("policy");
+        assert_eq!(p.budgets[0].cap, "12.50".parse().expect("usd"));
+        assert_eq!(p.calendar.name(), "Europe/Paris");
+        let bad = |text: &str| {
+            GatewayConfig::parse(text, "g.toml", env)
+                .and_then(|c| {
+                    c.budget
+                        .policy()
+                        .map(|_| ())
+                        .and(c.budget.prices().map(|_| ()))
+                })
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(
+            bad("[[budget.budgets]]\nname = \"t\"\nby = \"org\"\nusd = 1\nwindow = \"daily\"\n")
+                .contains("by = \"org\"")
+        );
+        assert!(
+            bad("[[budget.budgets]]\nname = \"t\"\nby = \"team\"\nusd = 1\nwindow = \"weekly\"\n")
+                .contains("weekly")
+        );
+        assert!(bad("[[budget.budgets]]\nname = \"t\"\nby = \"team\"\nusd = \"1.2.3\"\nwindow = \"daily\"\n").contains("usd"));
+        assert!(bad("[budget]\ntime_zone = \"Mars/Base\"\n").contains("time_zone"));
+        assert!(bad("[budget]\nunknown_model = \"no-such-model\"\n").contains("unknown_model"));
+        assert!(bad("[budget]\nalert_thresholds = [0]\n").contains("threshold"));
+        assert!(bad("[budget.prices.m]\ninput = 1\n").contains("output"));
+        let two = "[[budget.budgets]]\nname = \"t\"\nby = \"team\"\nusd = 1\nwindow = \"daily\"\n";
+        assert!(bad(&format!("{two}{two}")).contains("unique"));
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! - `auth` (default): [`auth`], caller authentication by gateway key and model access.
 //! - `audit` (default): [`audit`], tamper-evident audit records, metrics and GenAI spans.
 //! - `ratelimit` (in `server`): [`ratelimit`], token-aware rate limits (memory or Redis).
+//! - `budget` (in `server`): [`budget`], the cost of every call and spending caps.
 //! - `otlp`: `otlp`, export of the GenAI spans to an OpenTelemetry collector (OTLP/HTTP).
 //! - `config` (default): [`config`], the gateway's TOML configuration file.
 
@@ -39,6 +40,8 @@ pub use ai_auth as auth;
 #[cfg(feature = "audit")]
 pub use ai_audit as audit;
 
+#[cfg(feature = "budget")]
+pub use ai_budget as budget;
 #[cfg(feature = "ratelimit")]
 pub use ai_ratelimit as ratelimit;
 

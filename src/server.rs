@@ -58,6 +58,12 @@ pub struct ServerConfig {
     /// Rate limits, after model access (a refused model costs nothing) and inside the
     /// audit layer (refusals are recorded). Default `None`.
     pub ratelimit: Option<ai_ratelimit::RateLimitLayer>,
+    /// Budgets, after rate limits (a call the limiter refuses holds no money). At
+    /// shutdown a memory store saves its spend. Default `None`.
+    pub budget: Option<ai_budget::BudgetLayer>,
+    /// The bearer token of the admin routes (`GET /admin/budgets/{scope}:{owner}`),
+    /// answered before caller authentication. `None` (default): no admin routes.
+    pub admin_token: Option<Arc<str>>,
     /// `GET <path>` answered with the metrics text (Prometheus exposition format),
     /// before authentication. Default `None`.
     pub metrics: Option<MetricsEndpoint>,
@@ -91,6 +97,7 @@ impl MetricsEndpoint {
             .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
         ai_audit::metrics::describe();
         ai_ratelimit::describe_metrics();
+        ai_budget::describe_metrics();
         let upkeep = handle.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -160,6 +167,148 @@ where
     }
 }
 
+/// Answers `GET /admin/...` when an admin token is configured; everything else goes to
+/// the inner service.
+#[derive(Clone)]
+struct AdminRoute<S> {
+    inner: S,
+    token: Option<Arc<str>>,
+    budget: Option<ai_budget::BudgetLayer>,
+}
+
+type AdminFuture<F, RB, E> = futures_util::future::Either<
+    futures_util::future::BoxFuture<'static, Result<Response<RouteBody<RB>>, E>>,
+    futures_util::future::MapOk<F, fn(Response<RB>) -> Response<RouteBody<RB>>>,
+>;
+
+impl<S, B, RB> Service<Request<B>> for AdminRoute<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<RouteBody<RB>>;
+    type Error = S::Error;
+    type Future = AdminFuture<S::Future, RB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        use futures_util::TryFutureExt as _;
+        if let Some(token) = &self.token {
+            if req.uri().path().starts_with("/admin/") {
+                let answer = admin(req, token.clone(), self.budget.clone());
+                return futures_util::future::Either::Left(Box::pin(async move {
+                    Ok(answer.await.map(http_body_util::Either::Right))
+                }));
+            }
+        }
+        let left: fn(Response<RB>) -> Response<RouteBody<RB>> =
+            |r| r.map(http_body_util::Either::Left);
+        futures_util::future::Either::Right(self.inner.call(req).map_ok(left))
+    }
+}
+
+/// Compares in time that does not depend on where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json_response(status: http::StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn admin_error(e: AiError) -> Response<Full<Bytes>> {
+    let status = e.status();
+    let mut resp = json_response(status, e.to_json().to_vec());
+    for (k, v) in e.headers() {
+        resp.headers_mut().insert(k, v.clone());
+    }
+    resp
+}
+
+/// The admin API: `GET /admin/budgets/{scope}:{owner}` with `authorization: Bearer
+/// <token>` answers the current window of every budget of that owner.
+fn admin<B>(
+    req: Request<B>,
+    token: Arc<str>,
+    budget: Option<ai_budget::BudgetLayer>,
+) -> impl Future<Output = Response<Full<Bytes>>> + Send + 'static {
+    use ai_core::ErrorKind;
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let authorized = same_secret(given.trim().as_bytes(), token.as_bytes());
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    async move {
+        if !authorized {
+            return admin_error(AiError::new(
+                ErrorKind::Authentication,
+                "the admin API needs `authorization: Bearer <admin token>`",
+            ));
+        }
+        let Some(rest) = path.strip_prefix("/admin/budgets/") else {
+            return admin_error(AiError::new(
+                ErrorKind::NotFound,
+                format!("no admin route {path}; try GET /admin/budgets/{{scope}}:{{owner}}"),
+            ));
+        };
+        if method != http::Method::GET {
+            return admin_error(AiError::new(
+                ErrorKind::MethodNotAllowed,
+                "the budget admin route only answers GET",
+            ));
+        }
+        let Some(budget) = budget else {
+            return admin_error(AiError::new(
+                ErrorKind::NotFound,
+                "budgets are off ([budget] enabled = false)",
+            ));
+        };
+        // Owners may hold `@`, spaces, ...: `%XX` escapes are decoded.
+        let decoded = percent_encoding::percent_decode_str(rest).decode_utf8_lossy();
+        let parsed = decoded
+            .split_once(':')
+            .and_then(|(s, o)| Some((ai_budget::Scope::from_name(s)?, o)))
+            .filter(|(_, o)| !o.is_empty());
+        let Some((scope, owner)) = parsed else {
+            return admin_error(AiError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "{rest:?} is not scope:owner, e.g. team:eng or subject:alice (scopes: subject, team, tenant, project, key, global)"
+                ),
+            ));
+        };
+        match budget.standing(scope, owner).await {
+            Ok(standings) => {
+                let body = serde_json::json!({
+                    "scope": scope.as_str(),
+                    "owner": owner,
+                    "budgets": standings,
+                });
+                json_response(http::StatusCode::OK, body.to_string().into_bytes())
+            }
+            Err(e) => admin_error(
+                AiError::new(ErrorKind::Api, format!("cannot read budgets: {e}"))
+                    .with_status(http::StatusCode::SERVICE_UNAVAILABLE),
+            ),
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -171,6 +320,8 @@ impl Default for ServerConfig {
             pseudonym: UserPseudonymLayer::disabled(),
             audit: None,
             ratelimit: None,
+            budget: None,
+            admin_token: None,
             metrics: None,
         }
     }
@@ -224,6 +375,7 @@ where
         .option_layer(config.audit.clone())
         .layer(ModelAccessLayer::new())
         .option_layer(config.ratelimit.clone())
+        .option_layer(config.budget.clone())
         .layer(config.pseudonym.clone())
         .service(provider);
     let edge = config.audit.as_ref().map(AuditLayer::edge);
@@ -240,6 +392,12 @@ where
             run(listener, svc, &config, shutdown).await
         }
     };
+    if let Some(budget) = &config.budget {
+        match budget.save() {
+            Ok(()) => tracing::debug!("budget spend saved"),
+            Err(e) => tracing::error!(error = %e, "could not save budget spend at shutdown"),
+        }
+    }
     if let Some(audit) = &config.audit {
         audit.flush_aggregates();
         audit
@@ -281,7 +439,11 @@ where
             },
         ))
         .service(MetricsRoute {
-            inner,
+            inner: AdminRoute {
+                inner,
+                token: config.admin_token.clone(),
+                budget: config.budget.clone(),
+            },
             endpoint: config.metrics.clone(),
         });
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -54,6 +54,34 @@ async fn official_anthropic_sdk_against_the_gateway() {
         },
     )
     .await;
+    // A fourth with a $0.001 budget that cuts streams off. The mock's model names are
+    // priced as Claude Sonnet 4 ($3 / $15 per million), what the recordings name.
+    let mut prices = ai_gateway::budget::PriceTable::defaults();
+    prices
+        .set_unknown(ai_gateway::budget::UnknownModel::PriceAs(
+            "claude-sonnet-4-0".into(),
+        ))
+        .expect("listed");
+    let budget = ai_gateway::budget::BudgetLayer::new(
+        ai_gateway::budget::BudgetPolicy::new(vec![
+            ai_gateway::budget::Budget::new(
+                "sdk-budget",
+                ai_gateway::budget::Scope::Global,
+                "0.001".parse().expect("usd"),
+                ai_gateway::budget::Period::Monthly,
+            )
+            .cut_off(true),
+        ]),
+        prices,
+    );
+    let budgeted = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            budget: Some(budget),
+            ..GatewayOpts::default()
+        },
+    )
+    .await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let out = tokio::process::Command::new(&py)
         .args([
@@ -70,6 +98,7 @@ async fn official_anthropic_sdk_against_the_gateway() {
         .env("GATEWAY_AUTH_URL", format!("http://{keyed}"))
         .env("GATEWAY_KEY", &key)
         .env("GATEWAY_LIMITED_URL", format!("http://{limited}"))
+        .env("GATEWAY_BUDGET_URL", format!("http://{budgeted}"))
         .current_dir(&dir)
         .kill_on_drop(true)
         .output();

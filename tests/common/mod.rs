@@ -341,6 +341,8 @@ pub struct GatewayOpts {
     pub audit: Option<ai_gateway::audit::AuditLayer>,
     pub metrics: Option<ai_gateway::server::MetricsEndpoint>,
     pub ratelimit: Option<ai_gateway::ratelimit::RateLimitLayer>,
+    pub budget: Option<ai_gateway::budget::BudgetLayer>,
+    pub admin_token: Option<&'static str>,
 }
 
 impl Default for GatewayOpts {
@@ -358,6 +360,8 @@ impl Default for GatewayOpts {
             audit: None,
             metrics: None,
             ratelimit: None,
+            budget: None,
+            admin_token: None,
         }
     }
 }
@@ -441,6 +445,8 @@ where
         pseudonym: opts.pseudonym,
         audit: opts.audit,
         ratelimit: opts.ratelimit,
+        budget: opts.budget,
+        admin_token: opts.admin_token.map(Into::into),
         metrics: opts.metrics,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

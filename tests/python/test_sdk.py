@@ -243,3 +243,27 @@ def test_a_rate_limit_is_a_rate_limit_error_and_the_sdk_s_own_retry_succeeds():
     msg = retrying.messages.create(model="replay/message_basic", max_tokens=64, messages=USER)
     assert msg.content[0].text == "The capital of France is Paris."
     assert time.monotonic() - started >= 0.5
+
+
+def test_a_stream_cut_off_by_a_budget_ends_cleanly_and_the_next_call_is_a_402():
+    import os
+
+    url = os.environ.get("GATEWAY_BUDGET_URL")
+    if not url:
+        pytest.fail("GATEWAY_BUDGET_URL is not set: run through `cargo test --test python_sdk`")
+    client = anthropic.Anthropic(base_url=url, api_key="caller-key", max_retries=0)
+    # $0.001 of Claude Sonnet 4: 43 input tokens, then at most 58 output tokens.
+    with client.messages.stream(
+        model="replay/stream_thinking", max_tokens=4096, messages=USER
+    ) as stream:
+        final = stream.get_final_message()
+        raw_cost = stream.response.headers["x-gateway-cost-usd"]
+    assert final.stop_reason == "budget_exceeded"
+    assert 0 < final.usage.output_tokens <= 58
+    assert final.content[0].type == "thinking"
+    assert raw_cost == "0.001"
+    with pytest.raises(anthropic.APIStatusError) as exc:
+        client.messages.create(model="replay/stream_thinking", max_tokens=4096, messages=USER)
+    assert exc.value.status_code == 402
+    assert exc.value.body["error"]["type"] == "budget_exceeded"
+    assert "sdk-budget" in exc.value.body["error"]["message"]

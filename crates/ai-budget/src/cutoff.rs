@@ -2,7 +2,7 @@
 //! for it is ended cleanly, and its upstream dropped.
 
 use crate::money::Rate;
-use crate::price::ModelPrice;
+use crate::price::{ModelPrice, PriceTable};
 use ai_core::wire::{ContentBlockStopEvent, MessageDeltaBody, MessageDeltaEvent, MessageStopEvent};
 use ai_core::{AiError, Delta, EventStream, StreamEvent, Usage};
 use futures_util::Stream;
@@ -66,6 +66,12 @@ impl RunningCost {
         true
     }
 
+    /// Prices the rest of the stream at `price` (the model `message_start` names, when
+    /// the response did not say which model served it).
+    pub fn set_price(&mut self, price: Arc<ModelPrice>) {
+        self.price = price;
+    }
+
     /// Output tokens counted so far.
     pub fn output_tokens(&self) -> u64 {
         self.bytes.div_ceil(4)
@@ -79,6 +85,8 @@ pub(crate) struct CutOff {
     open_block: Option<u32>,
     queued: VecDeque<StreamEvent>,
     on_cut: Option<Box<dyn FnOnce() + Send>>,
+    /// Without `Served`, the table to price the model `message_start` names.
+    reprice: Option<Arc<PriceTable>>,
 }
 
 impl CutOff {
@@ -86,6 +94,7 @@ impl CutOff {
         inner: EventStream,
         check: RunningCost,
         on_cut: Box<dyn FnOnce() + Send>,
+        reprice: Option<Arc<PriceTable>>,
     ) -> Self {
         CutOff {
             inner: Some(inner),
@@ -93,6 +102,7 @@ impl CutOff {
             open_block: None,
             queued: VecDeque::new(),
             on_cut: Some(on_cut),
+            reprice,
         }
     }
 
@@ -162,6 +172,11 @@ impl Stream for CutOff {
             }
             Poll::Ready(Some(Ok(ev))) => ev,
         };
+        if let (StreamEvent::MessageStart(s), Some(table)) = (&item, &this.reprice) {
+            if let Some(p) = table.get(&s.message.model) {
+                this.check.set_price(p.clone());
+            }
+        }
         match &item {
             // The input alone is over: `message_start` goes out, then the ending.
             StreamEvent::MessageStart(s) if !this.check.start(&s.message.usage) => this.cut(),

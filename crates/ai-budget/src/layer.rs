@@ -126,6 +126,15 @@ impl BudgetLayer {
         self
     }
 
+    /// Saves the spend now, when the store is a [`MemoryStore`] opened on a file (what
+    /// the gateway does at shutdown); nothing to do otherwise.
+    pub fn save(&self) -> Result<(), StoreError> {
+        match &self.core.local {
+            Some(m) => m.save(self.core.clock.now_us()),
+            None => Ok(()),
+        }
+    }
+
     /// The price table.
     pub fn prices(&self) -> &PriceTable {
         &self.core.prices
@@ -651,7 +660,11 @@ where
                             amount,
                             served.clone().unwrap_or_else(|| plan.price.clone()),
                         );
-                        Box::pin(CutOff::new(stream, check, on_cut)) as ai_core::EventStream
+                        // Priced as the settle will price it: `Served`, else the model
+                        // `message_start` names, else the upper bound's.
+                        let reprice = served.is_none().then(|| core.prices.clone());
+                        Box::pin(CutOff::new(stream, check, on_cut, reprice))
+                            as ai_core::EventStream
                     } else {
                         stream
                     };
