@@ -637,7 +637,9 @@ where
                 .extensions
                 .get::<Served>()
                 .and_then(|s| core.prices.get(&s.model).cloned());
-            let cut_off = plan.holds.iter().any(|h| h.flexible);
+            // Only a stream held to less than its upper bound can run over: one held to
+            // the whole bound is stopped by its own max_tokens first.
+            let cut_off = amount < plan.want && plan.holds.iter().any(|h| h.flexible);
             let body = match body {
                 AiBody::Message(m) => {
                     let p = served
