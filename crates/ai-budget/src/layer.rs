@@ -204,7 +204,7 @@ impl BudgetStanding {
             scope: b.scope.as_str(),
             owner: owner.to_owned(),
             period: b.period.as_str(),
-            window: w.id,
+            window: w.id.to_string(),
             resets_at: w.ends_us.and_then(|us| {
                 jiff::Timestamp::from_microsecond(i64::try_from(us).ok()?)
                     .ok()
@@ -479,7 +479,7 @@ fn fire(
                 scope: b.scope.as_str(),
                 owner: owner.clone(),
                 period: b.period.as_str(),
-                window: w.id.clone(),
+                window: w.id.to_string(),
                 threshold_percent: t,
                 cap_usd: b.cap.to_string(),
                 spent_usd: Usd(after).to_string(),

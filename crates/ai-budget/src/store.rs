@@ -269,7 +269,7 @@ impl MemoryStore {
             Err(index) => Reservation::Denied { index, standings },
             Ok(amount) => {
                 for (h, s) in holds.iter().zip(&mut standings) {
-                    let e = map.entry(h.key.clone()).or_default();
+                    let e = entry(&mut map, &h.key);
                     e.reserved = e.reserved.saturating_add(amount);
                     e.expires_us = h.expires_us;
                     s.reserved = e.reserved;
@@ -285,7 +285,7 @@ impl MemoryStore {
         items
             .iter()
             .map(|it| {
-                let e = map.entry(it.key.clone()).or_default();
+                let e = entry(&mut map, &it.key);
                 e.reserved = e.reserved.saturating_sub(it.release);
                 let before = e.spent;
                 e.spent = e.spent.saturating_add(it.spend);
@@ -309,6 +309,14 @@ impl MemoryStore {
             })
             .collect()
     }
+}
+
+/// The entry of `key`, made when missing (the key is copied only then).
+fn entry<'m>(map: &'m mut HashMap<String, Entry>, key: &str) -> &'m mut Entry {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), Entry::default());
+    }
+    map.get_mut(key).expect("just inserted")
 }
 
 /// The amount to hold, or the index of the budget that refuses.
