@@ -17,7 +17,10 @@
 //! fsync every 10 ms, responses do not wait), into a directory under the system temp dir;
 //! `--ratelimit memory` enforces three limits (per subject, per tenant, per model: requests,
 //! input and output tokens, in flight; none ever refuses) with reserve and settle on every
-//! request, `--ratelimit redis://...` the same on a Redis. Requests are the 2 KB Messages request
+//! request, `--ratelimit redis://...` the same on a Redis; `--budget memory` holds every call to
+//! three budgets (per subject daily, per tenant monthly with the stream cut-off, global
+//! lifetime; none ever refuses) with reserve, pricing and settle on every request,
+//! `--budget redis://...` the same on a Redis. Requests are the 2 KB Messages request
 //! of `benches/data/request_2k.json`; non-streaming answers replay
 //! `tests/fixtures/anthropic/message_basic.json`, streaming answers replay
 //! `tests/fixtures/anthropic/stream_text.sse` one event per write.
@@ -122,6 +125,7 @@ fn start_gateway(
     auth: Option<ai_gateway::auth::AuthLayer>,
     audit: Option<ai_gateway::audit::Fsync>,
     ratelimit: Option<String>,
+    budget: Option<String>,
 ) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -181,10 +185,30 @@ fn start_gateway(
                     RateLimitLayer::with_store(policy, redis)
                 }
             });
+            let budget = budget.map(|store| {
+                use ai_gateway::budget::{
+                    Budget, BudgetLayer, BudgetPolicy, Period, PriceTable, RedisStore, Scope,
+                };
+                let big = "1000000000".parse().expect("usd");
+                let policy = BudgetPolicy::new(vec![
+                    Budget::new("user", Scope::Subject, big, Period::Daily),
+                    Budget::new("tenant", Scope::Tenant, big, Period::Monthly).cut_off(true),
+                    Budget::new("gateway", Scope::Global, big, Period::Lifetime),
+                ]);
+                println!("--budget {store}: 3 budgets, reserve, price and settle per request");
+                if store == "memory" {
+                    BudgetLayer::new(policy, PriceTable::defaults())
+                } else {
+                    let redis =
+                        RedisStore::connect(&store, Duration::from_secs(1)).expect("redis url");
+                    BudgetLayer::with_store(policy, PriceTable::defaults(), redis)
+                }
+            });
             let config = ServerConfig {
                 auth,
                 audit,
                 ratelimit,
+                budget,
                 ..ServerConfig::default()
             };
             if demo {
@@ -238,6 +262,7 @@ fn main() {
     let mut auth = false;
     let mut audit = None;
     let mut ratelimit = None;
+    let mut budget = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -246,6 +271,7 @@ fn main() {
             "--access-log" => access_log = true,
             "--auth" => auth = true,
             "--ratelimit" => ratelimit = Some(args.next().unwrap_or_else(|| "memory".to_owned())),
+            "--budget" => budget = Some(args.next().unwrap_or_else(|| "memory".to_owned())),
             "--audit" => {
                 audit = Some(match args.next().as_deref() {
                     Some("always") | None => ai_gateway::audit::Fsync::Always,
@@ -256,7 +282,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth] [--audit always|DURATION] [--ratelimit memory|REDIS_URL]"
+                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth] [--audit always|DURATION] [--ratelimit memory|REDIS_URL] [--budget memory|REDIS_URL]"
                 );
                 return;
             }
@@ -296,7 +322,7 @@ fn main() {
         AuthLayer::keys(MemoryKeys::new(records).expect("store"), hasher)
     });
     let up = start_upstream();
-    let gw = start_gateway(up, demo, auth, audit, ratelimit);
+    let gw = start_gateway(up, demo, auth, audit, ratelimit, budget);
     if demo {
         println!(
             "--demo: the gateway answers from its demo upstream (server-side cost only, no upstream hop)"

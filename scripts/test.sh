@@ -61,6 +61,10 @@ cargo check --locked --quiet -p ai-audit
 cargo check --locked --quiet -p ai-ratelimit
 cargo check --locked --quiet -p ai-ratelimit --features redis
 cargo check --locked --quiet --no-default-features --features ratelimit
+cargo check --locked --quiet -p ai-budget
+cargo check --locked --quiet -p ai-budget --features redis
+cargo check --locked --quiet -p ai-budget --features webhook
+cargo check --locked --quiet --no-default-features --features budget
 cargo check --locked --quiet -p ai-auth
 cargo check --locked --quiet -p ai-core --no-default-features
 cargo check --locked --quiet -p ai-core --features test-util

@@ -653,3 +653,73 @@ async fn limited_by_config(cluster: bool, url: &str, store: &str) {
         "{message}"
     );
 }
+
+/// `GET` on the gateway with the admin token.
+async fn admin_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .header("authorization", "Bearer admin-token-of-the-test")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let (status, _, body) = send(req).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("json")
+}
+
+#[tokio::test]
+async fn the_budget_section_prices_calls_and_its_spend_survives_a_restart() {
+    let state = std::env::temp_dir().join(format!("ai-gateway-budget-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&state);
+    let config = temp_config(
+        "budget.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[budget]\nenabled = true\nstate_file = {:?}\n\
+             time_zone = \"Europe/Paris\"\nadmin_token = \"${{TEST_ADMIN_TOKEN}}\"\n\n\
+             [[budget.budgets]]\nname = \"gateway\"\nby = \"global\"\nusd = \"1.00\"\nwindow = \"monthly\"\n",
+            state.to_str().expect("utf8")
+        ),
+    );
+    let env = [("TEST_ADMIN_TOKEN", "admin-token-of-the-test")];
+    let mut gw = Running::start_with(&config, &env).await;
+    let line = gw
+        .startup
+        .iter()
+        .find(|l| l.contains("budgets:"))
+        .expect("a line saying what is budgeted");
+    assert!(
+        line.contains("1 caps, windows in Europe/Paris, in memory, saved to"),
+        "{line}"
+    );
+    let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
+    let (status, headers, _) = post_json(addr, messages_body("claude-sonnet-4-5", false)).await;
+    assert_eq!(status, 200);
+    let cost: ai_gateway::budget::Usd = headers["x-gateway-cost-usd"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("a dollar amount");
+    assert!(cost.nanos() > 0);
+    let before = admin_get(addr, "/admin/budgets/global:all").await;
+    assert_eq!(before["budgets"][0]["spent_usd"], cost.to_string().as_str());
+    // SIGTERM: a graceful shutdown saves the spend.
+    let pid = gw.child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), gw.child.wait())
+        .await
+        .expect("the gateway stops")
+        .expect("exit status");
+    assert!(exit.success(), "{exit:?}");
+    let _ = gw.drain().await;
+    assert!(state.exists(), "the spend is saved at shutdown");
+    let gw = Running::start_with(&config, &env).await;
+    let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
+    let after = admin_get(addr, "/admin/budgets/global:all").await;
+    assert_eq!(
+        after["budgets"][0]["spent_usd"],
+        before["budgets"][0]["spent_usd"]
+    );
+    let _ = std::fs::remove_file(&state);
+}
