@@ -67,3 +67,59 @@ async fn axum_served_over_a_real_socket() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(common::error_json(&body).1, "max_tokens: field required");
 }
+
+#[tokio::test]
+async fn a_budget_inside_an_axum_router_prices_calls_and_serves_its_standing() {
+    use ai_gateway::budget::{Budget, BudgetLayer, BudgetPolicy, Period, PriceTable, Scope};
+    let budget = BudgetLayer::new(
+        BudgetPolicy::new(vec![Budget::new(
+            "service-daily",
+            Scope::Global,
+            "5.00".parse().expect("usd"),
+            Period::Daily,
+        )]),
+        PriceTable::defaults(),
+    );
+    let messages = ServiceBuilder::new()
+        .layer(MessagesCodecLayer::new())
+        .layer(budget.clone())
+        .service(DemoProvider::new().delay(Duration::ZERO));
+    let b = budget.clone();
+    let app = Router::new()
+        .route_service("/v1/messages", messages)
+        .route(
+            "/budget",
+            get(move || {
+                let b = b.clone();
+                async move {
+                    match b.standing(Scope::Global, "all").await {
+                        Ok(s) => Ok((
+                            [(http::header::CONTENT_TYPE, "application/json")],
+                            serde_json::to_string(&s).unwrap_or_default(),
+                        )),
+                        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+                    }
+                }
+            }),
+        );
+    let req = Request::post("/v1/messages")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            r#"{"model":"claude-sonnet-4-5","max_tokens":32,"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cost = resp.headers()["x-gateway-cost-usd"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let resp = app
+        .oneshot(Request::get("/budget").body(axum::body::Body::empty()).expect("req"))
+        .await
+        .expect("ok");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v[0]["spent_usd"], cost.as_str());
+    assert_eq!(v[0]["cap_usd"], "5.00");
+}
