@@ -239,35 +239,16 @@ impl RateLimitSection {
                 "in memory".to_owned(),
             ),
             RateLimitStoreKind::Redis => {
-                let url = self
-                    .redis_url
-                    .as_ref()
-                    .and_then(EnvSecret::value)
-                    .ok_or_else(|| {
-                        ConfigError::plain(
-                            "[ratelimit] store = \"redis\" needs redis_url = \"${VAR}\"",
-                        )
-                    })?;
+                let t = RedisTarget::of("ratelimit", self.redis_url.as_ref(), self.redis_cluster)?;
                 let store = if self.redis_cluster {
-                    let nodes: Vec<&str> = url
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|n| !n.is_empty())
-                        .collect();
-                    ai_ratelimit::RedisStore::connect_cluster(&nodes, self.redis_timeout)
+                    ai_ratelimit::RedisStore::connect_cluster(&t.nodes, self.redis_timeout)
                 } else {
-                    ai_ratelimit::RedisStore::connect(url, self.redis_timeout)
+                    ai_ratelimit::RedisStore::connect(t.nodes[0], self.redis_timeout)
                 }
                 .map_err(|e| ConfigError::plain(format!("[ratelimit] redis_url: {e}")))?;
-                let name = self.redis_url.as_ref().map_or("", EnvSecret::name);
-                let what = if self.redis_cluster {
-                    "Redis Cluster"
-                } else {
-                    "Redis"
-                };
                 (
                     ai_ratelimit::RateLimitLayer::with_store(policy, store),
-                    format!("on {what} (${{{name}}})"),
+                    t.shown,
                 )
             }
         };
@@ -279,6 +260,43 @@ impl RateLimitSection {
             layer,
             format!("rate limits: {count} limits, {tiers} tiers, {store}"),
         )))
+    }
+}
+
+/// The Redis a section names: one URL, or a Cluster's seed nodes (comma-separated), and
+/// how to name it in logs (the variable, never the URL: it may hold a password).
+struct RedisTarget<'a> {
+    nodes: Vec<&'a str>,
+    shown: String,
+}
+
+impl<'a> RedisTarget<'a> {
+    fn of(section: &str, url: Option<&'a EnvSecret>, cluster: bool) -> Result<Self, ConfigError> {
+        let value = url.and_then(EnvSecret::value).ok_or_else(|| {
+            ConfigError::plain(format!(
+                "[{section}] store = \"redis\" needs redis_url = \"${{VAR}}\""
+            ))
+        })?;
+        let nodes: Vec<&str> = if cluster {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .collect()
+        } else {
+            vec![value]
+        };
+        if nodes.is_empty() {
+            return Err(ConfigError::plain(format!(
+                "[{section}] redis_url names no node"
+            )));
+        }
+        let what = if cluster { "Redis Cluster" } else { "Redis" };
+        let name = url.map_or("", EnvSecret::name);
+        Ok(RedisTarget {
+            nodes,
+            shown: format!("on {what} (${{{name}}})"),
+        })
     }
 }
 
@@ -477,30 +495,16 @@ impl BudgetSection {
                 )
             }
             RateLimitStoreKind::Redis => {
-                let url = self
-                    .redis_url
-                    .as_ref()
-                    .and_then(EnvSecret::value)
-                    .ok_or_else(|| {
-                        ConfigError::plain(
-                            "[budget] store = \"redis\" needs redis_url = \"${VAR}\"",
-                        )
-                    })?;
+                let t = RedisTarget::of("budget", self.redis_url.as_ref(), self.redis_cluster)?;
                 let store = if self.redis_cluster {
-                    let nodes: Vec<&str> = url
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|n| !n.is_empty())
-                        .collect();
-                    ai_budget::RedisStore::connect_cluster(&nodes, self.redis_timeout)
+                    ai_budget::RedisStore::connect_cluster(&t.nodes, self.redis_timeout)
                 } else {
-                    ai_budget::RedisStore::connect(url, self.redis_timeout)
+                    ai_budget::RedisStore::connect(t.nodes[0], self.redis_timeout)
                 }
                 .map_err(|e| ConfigError::plain(format!("[budget] redis_url: {e}")))?;
-                let name = self.redis_url.as_ref().map_or("", EnvSecret::name);
                 (
                     ai_budget::BudgetLayer::with_store(policy, prices, store),
-                    format!("on Redis (${{{name}}})"),
+                    t.shown,
                 )
             }
         };

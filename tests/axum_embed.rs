@@ -85,23 +85,21 @@ async fn a_budget_inside_an_axum_router_prices_calls_and_serves_its_standing() {
         .layer(budget.clone())
         .service(DemoProvider::new().delay(Duration::ZERO));
     let b = budget.clone();
-    let app = Router::new()
-        .route_service("/v1/messages", messages)
-        .route(
-            "/budget",
-            get(move || {
-                let b = b.clone();
-                async move {
-                    match b.standing(Scope::Global, "all").await {
-                        Ok(s) => Ok((
-                            [(http::header::CONTENT_TYPE, "application/json")],
-                            serde_json::to_string(&s).unwrap_or_default(),
-                        )),
-                        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-                    }
+    let app = Router::new().route_service("/v1/messages", messages).route(
+        "/budget",
+        get(move || {
+            let b = b.clone();
+            async move {
+                match b.standing(Scope::Global, "all").await {
+                    Ok(s) => Ok((
+                        [(http::header::CONTENT_TYPE, "application/json")],
+                        serde_json::to_string(&s).unwrap_or_default(),
+                    )),
+                    Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
                 }
-            }),
-        );
+            }
+        }),
+    );
     let req = Request::post("/v1/messages")
         .header("content-type", "application/json")
         .body(axum::body::Body::from(
@@ -115,7 +113,11 @@ async fn a_budget_inside_an_axum_router_prices_calls_and_serves_its_standing() {
         .expect("ascii")
         .to_owned();
     let resp = app
-        .oneshot(Request::get("/budget").body(axum::body::Body::empty()).expect("req"))
+        .oneshot(
+            Request::get("/budget")
+                .body(axum::body::Body::empty())
+                .expect("req"),
+        )
         .await
         .expect("ok");
     let body = resp.into_body().collect().await.expect("body").to_bytes();

@@ -13,6 +13,7 @@
 //! less, the earlier ones give back the difference.
 
 use crate::store::{Hold, Reservation, Settle, Standing, Store, StoreError};
+use ai_core::cluster::group_by_tag;
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -227,32 +228,6 @@ fn pairs(v: &[i64]) -> Vec<Standing> {
         .collect()
 }
 
-/// The hash tag of a key: what Redis Cluster hashes (the text between the first `{` and
-/// the next `}`, when not empty), else the whole key.
-fn hash_tag(key: &str) -> &str {
-    if let Some(open) = key.find('{') {
-        if let Some(len) = key[open + 1..].find('}') {
-            if len > 0 {
-                return &key[open + 1..open + 1 + len];
-            }
-        }
-    }
-    key
-}
-
-/// Indices of `items` grouped by hash tag, in order of first appearance.
-fn groups<T>(items: &[T], key: impl Fn(&T) -> &str) -> Vec<Vec<usize>> {
-    let mut out: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, it) in items.iter().enumerate() {
-        let tag = hash_tag(key(it));
-        match out.iter_mut().find(|(t, _)| *t == tag) {
-            Some((_, v)) => v.push(i),
-            None => out.push((tag, vec![i])),
-        }
-    }
-    out.into_iter().map(|(_, v)| v).collect()
-}
-
 impl Store for RedisStore {
     fn reserve<'a>(
         &'a self,
@@ -265,7 +240,7 @@ impl Store for RedisStore {
             // (indices, amount held) of the groups done so far.
             let mut done: Vec<(Vec<usize>, u64)> = Vec::new();
             let mut amount = want;
-            for idx in groups(holds, |h| h.key.as_str()) {
+            for idx in group_by_tag(holds, |h| h.key.as_str()) {
                 let group: Vec<&Hold> = idx.iter().map(|&i| &holds[i]).collect();
                 let (denied, got, st) = match self.reserve_group(&group, amount, min).await {
                     Ok(r) => r,
@@ -306,7 +281,7 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<(u64, u64)>, StoreError>> {
         Box::pin(async move {
             let mut out = vec![(0, 0); items.len()];
-            for idx in groups(items, |s| s.key.as_str()) {
+            for idx in group_by_tag(items, |s| s.key.as_str()) {
                 let group: Vec<&Settle> = idx.iter().map(|&i| &items[i]).collect();
                 for (k, v) in idx.iter().zip(self.settle_group(&group).await?) {
                     out[*k] = v;
@@ -319,7 +294,7 @@ impl Store for RedisStore {
     fn read<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Standing>, StoreError>> {
         Box::pin(async move {
             let mut out = vec![Standing::default(); keys.len()];
-            for idx in groups(keys, String::as_str) {
+            for idx in group_by_tag(keys, String::as_str) {
                 let mut inv = self.read.prepare_invoke();
                 for &i in &idx {
                     inv.key(keys[i].as_str());
@@ -354,17 +329,5 @@ impl RedisStore {
         if let Err(e) = Store::settle(self, &items).await {
             tracing::warn!(target: "ai_budget", error = %e, "could not give back a partial budget reservation");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_group_by_hash_tag() {
-        let keys = ["b:{team:a}:x", "b:{team:b}:y", "b:{team:a}:z"];
-        assert_eq!(groups(&keys, |k| k), vec![vec![0, 2], vec![1]]);
-        assert_eq!(hash_tag("plain"), "plain");
     }
 }

@@ -62,8 +62,11 @@ pub struct Calendar {
     name: String,
     /// The last daily and monthly windows computed: most calls fall in them, so they are
     /// answered with a clock comparison instead of a time-zone conversion.
-    last: Arc<Mutex<[Option<(u64, Window)>; 2]>>,
+    last: Arc<Mutex<[Option<Cached>; 2]>>,
 }
+
+/// A window and the instant it starts.
+type Cached = (u64, Window);
 
 impl Default for Calendar {
     fn default() -> Self {

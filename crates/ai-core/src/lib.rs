@@ -63,6 +63,7 @@
 
 pub mod body;
 pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod ext;

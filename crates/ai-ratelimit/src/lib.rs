@@ -75,7 +75,7 @@ pub use policy::{Axis, KeyContext, KeyPart, Limit, Policy, Tier, model_family};
 pub use rate::{Rate, Standing};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{RedisStore, hash_tag};
+pub use redis::RedisStore;
 pub use store::{Adjust, Admission, Charge, Gauge, MemoryStore, Store, StoreError};
 
 /// Describes the limiter's metrics to the installed `metrics` recorder (names, help text):

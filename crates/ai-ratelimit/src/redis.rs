@@ -15,6 +15,7 @@
 
 use crate::rate::Standing;
 use crate::store::{Adjust, Admission, Charge, Gauge, Store, StoreError};
+use ai_core::cluster::group_by_tag;
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -296,32 +297,6 @@ impl RedisStore {
     }
 }
 
-/// The hash tag of a key: what Redis Cluster hashes (the text between the first `{` and
-/// the next `}`, when not empty), else the whole key.
-pub fn hash_tag(key: &str) -> &str {
-    if let Some(open) = key.find('{') {
-        if let Some(len) = key[open + 1..].find('}') {
-            if len > 0 {
-                return &key[open + 1..open + 1 + len];
-            }
-        }
-    }
-    key
-}
-
-/// Indices of `items` grouped by hash tag, in order of first appearance.
-fn groups<T>(items: &[T], key: impl Fn(&T) -> &str) -> Vec<Vec<usize>> {
-    let mut out: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, it) in items.iter().enumerate() {
-        let tag = hash_tag(key(it));
-        match out.iter_mut().find(|(t, _)| *t == tag) {
-            Some((_, v)) => v.push(i),
-            None => out.push((tag, vec![i])),
-        }
-    }
-    out.into_iter().map(|(_, v)| v).collect()
-}
-
 impl Store for RedisStore {
     fn acquire<'a>(
         &'a self,
@@ -338,7 +313,7 @@ impl Store for RedisStore {
         charges: &'a [Charge],
     ) -> BoxFuture<'a, Result<Admission, StoreError>> {
         Box::pin(async move {
-            let groups = groups(charges, |c| c.key.as_str());
+            let groups = group_by_tag(charges, |c| c.key.as_str());
             let mut standings = vec![
                 Standing {
                     limit: 0,
@@ -381,7 +356,7 @@ impl Store for RedisStore {
         adjust: &'a [Adjust<'a>],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            for idx in groups(adjust, |a| a.key) {
+            for idx in group_by_tag(adjust, |a| a.key) {
                 let group: Vec<&Adjust<'_>> = idx.iter().map(|&i| &adjust[i]).collect();
                 self.settle_all(now, lease, &group).await?;
             }
@@ -400,18 +375,5 @@ impl RedisStore {
         if let Err(e) = Store::settle(self, now, lease, &adjust).await {
             tracing::warn!(target: "ai_ratelimit", error = %e, "could not give back a partial reservation");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_tags() {
-        assert_eq!(hash_tag("rl:{acme}:user:bob"), "acme");
-        assert_eq!(hash_tag("rl:{}:x"), "rl:{}:x");
-        assert_eq!(hash_tag("plain"), "plain");
-        assert_eq!(hash_tag("a{b"), "a{b");
     }
 }
