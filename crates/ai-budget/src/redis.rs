@@ -8,7 +8,8 @@
 //! its window has ended.
 //!
 //! Keys carry a hash tag (`{team:eng}`: every window and budget of one team share a slot).
-//! On a Cluster, budgets of several tags are reserved one script per tag; when a later
+//! On one node a request's budgets are reserved in one script, whatever their tags. On a
+//! Cluster, budgets of several tags are reserved one script per tag; when a later
 //! tag refuses, the earlier ones are given back, and when a later flexible budget grants
 //! less, the earlier ones give back the difference.
 
@@ -240,7 +241,7 @@ impl Store for RedisStore {
             // (indices, amount held) of the groups done so far.
             let mut done: Vec<(Vec<usize>, u64)> = Vec::new();
             let mut amount = want;
-            for idx in group_by_tag(holds, |h| h.key.as_str()) {
+            for idx in self.groups(holds, |h| h.key.as_str()) {
                 let group: Vec<&Hold> = idx.iter().map(|&i| &holds[i]).collect();
                 let (denied, got, st) = match self.reserve_group(&group, amount, min).await {
                     Ok(r) => r,
@@ -281,7 +282,7 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<(u64, u64)>, StoreError>> {
         Box::pin(async move {
             let mut out = vec![(0, 0); items.len()];
-            for idx in group_by_tag(items, |s| s.key.as_str()) {
+            for idx in self.groups(items, |s| s.key.as_str()) {
                 let group: Vec<&Settle> = idx.iter().map(|&i| &items[i]).collect();
                 for (k, v) in idx.iter().zip(self.settle_group(&group).await?) {
                     out[*k] = v;
@@ -294,7 +295,7 @@ impl Store for RedisStore {
     fn read<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Standing>, StoreError>> {
         Box::pin(async move {
             let mut out = vec![Standing::default(); keys.len()];
-            for idx in group_by_tag(keys, String::as_str) {
+            for idx in self.groups(keys, String::as_str) {
                 let mut inv = self.read.prepare_invoke();
                 for &i in &idx {
                     inv.key(keys[i].as_str());
@@ -309,6 +310,15 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// The scripts to run: on one node every key goes in one script (one round trip);
+    /// on a Cluster, one script per hash tag.
+    fn groups<T>(&self, items: &[T], key: impl Fn(&T) -> &str) -> Vec<Vec<usize>> {
+        match self.conn {
+            Conn::Node(_) => vec![(0..items.len()).collect()],
+            Conn::Cluster(_) => group_by_tag(items, key),
+        }
+    }
+
     /// Gives back what the groups in `done` hold above `keep`.
     async fn undo(&self, holds: &[Hold], done: &[(Vec<usize>, u64)], keep: u64) {
         let items: Vec<Settle> = done
