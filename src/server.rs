@@ -212,9 +212,14 @@ where
     }
 }
 
-/// Compares in time that does not depend on where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares in time that depends on neither where the first difference is nor whether
+/// the lengths match.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != secret.len());
+    for i in 0..given.len().max(secret.len()) {
+        diff |= given.get(i).copied().unwrap_or(0) ^ secret.get(i).copied().unwrap_or(0);
+    }
+    diff == 0 && !secret.is_empty()
 }
 
 fn json_response(status: http::StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -248,7 +253,11 @@ fn admin<B>(
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
         .unwrap_or("");
     let authorized = same_secret(given.trim().as_bytes(), token.as_bytes());
     let path = req.uri().path().to_owned();

@@ -197,6 +197,20 @@ async fn the_admin_route_needs_its_token_and_a_scope() {
     assert_eq!(body["error"]["type"], "authentication_error");
     let (status, _) = get(gw, "/admin/budgets/global:all", Some("admin-secreT")).await;
     assert_eq!(status, 401);
+    let (status, _) = get(
+        gw,
+        "/admin/budgets/global:all",
+        Some("admin-secret-and-more"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = get(gw, "/admin/budgets/global:all", Some("")).await;
+    assert_eq!(status, 401);
+    let lower = http::Request::get(format!("http://{gw}/admin/budgets/global:all"))
+        .header("authorization", "bearer admin-secret")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("req");
+    assert_eq!(send(lower).await.0, 200, "the scheme is case-insensitive");
     let (status, body) = get(gw, "/admin/budgets/global:all", Some("admin-secret")).await;
     assert_eq!(status, 200);
     assert_eq!(body["budgets"][0]["budget"], "gateway-monthly");

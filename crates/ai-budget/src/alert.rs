@@ -96,6 +96,7 @@ mod webhook {
         inner: Arc<Inner>,
     }
 
+    #[derive(Clone)]
     struct Inner {
         url: http::Uri,
         client: Client<Https, Full<Bytes>>,
@@ -160,7 +161,7 @@ mod webhook {
         }
 
         fn inner_mut(&mut self) -> &mut Inner {
-            Arc::get_mut(&mut self.inner).expect("configured before it is shared")
+            Arc::make_mut(&mut self.inner)
         }
 
         /// Time allowed per attempt.

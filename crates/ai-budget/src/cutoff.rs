@@ -29,10 +29,16 @@ pub struct RunningCost {
 impl RunningCost {
     /// A check of a stream allowed `allowance` nano-dollars, priced at `price`.
     pub fn new(allowance_nanos: u64, price: Arc<ModelPrice>) -> Self {
+        let allowance_pico = u128::from(allowance_nanos) * 1000;
+        // Until `message_start` prices the input: the output the whole allowance pays for.
+        let max_output = match price.rates.output {
+            Rate(0) => u64::MAX,
+            Rate(p) => u64::try_from(allowance_pico / u128::from(p)).unwrap_or(u64::MAX),
+        };
         RunningCost {
-            allowance_pico: u128::from(allowance_nanos) * 1000,
+            allowance_pico,
             price,
-            max_output: u64::MAX,
+            max_output,
             bytes: 0,
         }
     }

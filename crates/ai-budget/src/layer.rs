@@ -39,6 +39,7 @@ pub enum OnStoreError {
     Open,
 }
 
+#[derive(Clone)]
 struct Core {
     policy: BudgetPolicy,
     prices: Arc<PriceTable>,
@@ -105,7 +106,7 @@ impl BudgetLayer {
     }
 
     fn core_mut(&mut self) -> &mut Core {
-        Arc::get_mut(&mut self.core).expect("configure the layer before cloning it")
+        Arc::make_mut(&mut self.core)
     }
 
     /// Where alerts go (default [`LogSink`]).
@@ -156,6 +157,9 @@ impl BudgetLayer {
         let now = self.core.clock.now_us();
         let mut keys = Vec::new();
         let mut meta = Vec::new();
+        if scope == Scope::Global && owner != "all" {
+            return Ok(Vec::new());
+        }
         for b in self.core.policy.budgets.iter().filter(|b| b.scope == scope) {
             let w = self.core.policy.calendar.window(b.period, now);
             keys.push(store_key(scope, owner, &b.name, &w.id));
@@ -307,6 +311,12 @@ impl Core {
                 expires_us: w.ends_us,
             });
             plan.meta.push((i, owner.into(), w));
+        }
+        if !plan.holds.is_empty() && body.max_tokens.is_none() {
+            return Err(AiError::new(
+                ErrorKind::InvalidRequest,
+                "max_tokens: Field required (a budget holds a call to the most its output may cost)",
+            ));
         }
         if plan.holds.iter().any(|h| h.flexible) {
             plan.min = price
@@ -471,7 +481,10 @@ fn fire(
     if b.cap.0 == 0 || after <= before {
         return;
     }
-    for &t in thresholds {
+    for (k, &t) in thresholds.iter().enumerate() {
+        if thresholds[..k].contains(&t) {
+            continue;
+        }
         let level = u128::from(b.cap.0) * u128::from(t) / 100;
         if u128::from(before) < level && u128::from(after) >= level {
             sink.alert(Alert {

@@ -241,13 +241,18 @@ impl PriceTable {
         Ok(())
     }
 
-    /// Adds or replaces one model (and its aliases).
+    /// Adds or replaces one model (and its aliases). Replacing an id also drops the
+    /// aliases of the entry it replaces, so no old alias keeps the old price.
     pub fn insert(&mut self, id: impl Into<String>, price: ModelPrice) {
+        let id = id.into();
+        if let Some(old) = self.models.get(&id).cloned() {
+            self.models.retain(|_, p| !Arc::ptr_eq(p, &old));
+        }
         let price = Arc::new(price);
         for alias in &price.aliases {
             self.models.insert(alias.clone(), price.clone());
         }
-        self.models.insert(id.into(), price);
+        self.models.insert(id, price);
     }
 
     /// What to do with unlisted models; a fallback must itself be listed.

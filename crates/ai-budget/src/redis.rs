@@ -5,7 +5,8 @@
 //! Redis runs a script atomically, so two replicas can never both take the last dollar.
 //! Each budget is a hash (`s` spent, `r` reserved, in nano-dollars; Lua compares them as
 //! doubles, exact up to 2^53 nano-dollars, about $9 million per window) that expires when
-//! its window has ended.
+//! its window has ended. Amounts reach `HINCRBY` as integer text (`%d`): Redis 7.2.0 to
+//! 7.2.4 write a round Lua number such as 1e8 as `1e+8`, which `HINCRBY` refuses.
 //!
 //! Keys carry a hash tag (`{team:eng}`: every window and budget of one team share a slot).
 //! On one node a request's budgets are reserved in one script, whatever their tags. On a
@@ -43,7 +44,7 @@ for i = 1, n do
 end
 for i = 1, n do
   if out[1] == 0 then
-    r[i] = redis.call('HINCRBY', KEYS[i], 'r', amount)
+    r[i] = redis.call('HINCRBY', KEYS[i], 'r', string.format('%d', amount))
     local ends = tonumber(ARGV[2 + (i - 1) * 3 + 3])
     if ends > 0 then redis.call('PEXPIREAT', KEYS[i], ends) end
   end
@@ -57,10 +58,10 @@ const SETTLE: &str = r"
 local out = {}
 for i = 1, #KEYS do
   local b = (i - 1) * 3
-  local r = redis.call('HINCRBY', KEYS[i], 'r', -tonumber(ARGV[b + 1]))
+  local r = redis.call('HINCRBY', KEYS[i], 'r', string.format('%d', -tonumber(ARGV[b + 1])))
   if r < 0 then redis.call('HSET', KEYS[i], 'r', 0) end
   local spend = tonumber(ARGV[b + 2])
-  local after = redis.call('HINCRBY', KEYS[i], 's', spend)
+  local after = redis.call('HINCRBY', KEYS[i], 's', ARGV[b + 2])
   local ends = tonumber(ARGV[b + 3])
   if ends > 0 then redis.call('PEXPIREAT', KEYS[i], ends) end
   out[#out + 1] = after - spend
@@ -241,7 +242,11 @@ impl Store for RedisStore {
             // (indices, amount held) of the groups done so far.
             let mut done: Vec<(Vec<usize>, u64)> = Vec::new();
             let mut amount = want;
-            for idx in self.groups(holds, |h| h.key.as_str()) {
+            // Groups with a flexible budget first: they set the amount the others must
+            // hold, so no fixed budget is checked against more than is granted.
+            let mut groups = self.groups(holds, |h| h.key.as_str());
+            groups.sort_by_key(|g| !g.iter().any(|&i| holds[i].flexible));
+            for idx in groups {
                 let group: Vec<&Hold> = idx.iter().map(|&i| &holds[i]).collect();
                 let (denied, got, st) = match self.reserve_group(&group, amount, min).await {
                     Ok(r) => r,
@@ -282,13 +287,23 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<(u64, u64)>, StoreError>> {
         Box::pin(async move {
             let mut out = vec![(0, 0); items.len()];
+            let mut failed = None;
+            // A group that fails does not stop the others from settling.
             for idx in self.groups(items, |s| s.key.as_str()) {
                 let group: Vec<&Settle> = idx.iter().map(|&i| &items[i]).collect();
-                for (k, v) in idx.iter().zip(self.settle_group(&group).await?) {
-                    out[*k] = v;
+                match self.settle_group(&group).await {
+                    Ok(v) => {
+                        for (k, v) in idx.iter().zip(v) {
+                            out[*k] = v;
+                        }
+                    }
+                    Err(e) => failed = Some(e),
                 }
             }
-            Ok(out)
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
         })
     }
 

@@ -139,6 +139,8 @@ struct SavedState {
 pub struct MemoryStore {
     inner: Arc<Mutex<HashMap<String, Entry>>>,
     path: Option<Arc<PathBuf>>,
+    /// One save at a time (the interval saver and the shutdown save).
+    saving: Arc<Mutex<()>>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -184,6 +186,7 @@ impl MemoryStore {
         Ok(MemoryStore {
             inner: Arc::new(Mutex::new(budgets)),
             path: Some(Arc::new(path)),
+            saving: Arc::default(),
         })
     }
 
@@ -198,8 +201,8 @@ impl MemoryStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Writes the spend to the file (a temporary file renamed over it, so a crash leaves
-    /// the old or the new state, never half of one). Windows that ended before `now_us`
+    /// Writes the spend to the file (a temporary file, synced, renamed over it, so a
+    /// crash or a power cut leaves the old or the new state, never half of one). Windows that ended before `now_us`
     /// are dropped. Nothing to do without a path.
     pub fn save(&self, now_us: u64) -> Result<(), StoreError> {
         let Some(path) = self.path.as_deref() else {
@@ -218,13 +221,24 @@ impl MemoryStore {
             budgets,
         })
         .map_err(|e| StoreError(e.to_string()))?;
-        let tmp = path.with_extension("tmp");
+        let _one = self
+            .saving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            use std::io::Write;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir {
                 std::fs::create_dir_all(dir)?;
             }
-            std::fs::write(&tmp, &json)?;
-            std::fs::rename(&tmp, path)
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            // On disk before the rename, and the rename on disk after it: a power cut
+            // leaves the old file or the new one, never an empty one.
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
         };
         write().map_err(|e| StoreError(format!("cannot save to {}: {e}", path.display())))
     }

@@ -267,6 +267,25 @@ async fn an_unknown_model_is_refused_or_priced_as_the_fallback() {
 }
 
 #[tokio::test]
+async fn a_request_without_max_tokens_has_no_upper_bound_and_is_refused() {
+    let layer = BudgetLayer::new(haiku_team_budget("1", false), PriceTable::defaults());
+    let mut svc = layer.layer(MockProvider::always(message(10, 10)));
+    let mut req = request("claude-haiku-4-5", 10, false, &alice());
+    req.body_mut().max_tokens = None;
+    let err = svc.call(req).await.expect_err("no bound");
+    assert_eq!(err.status(), 400);
+    assert!(err.message().contains("max_tokens"), "{}", err.message());
+    // A global budget has one owner, "all".
+    assert!(
+        layer
+            .standing(Scope::Global, "x")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn a_cancelled_stream_pays_for_what_was_streamed_and_holds_nothing() {
     let layer = BudgetLayer::new(haiku_team_budget("1", true), PriceTable::defaults());
     let mut svc = layer.layer(EndlessUpstream {

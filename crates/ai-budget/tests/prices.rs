@@ -176,6 +176,14 @@ as_of = "2026-12"
         t.price("llama-3.3-70b").expect("listed").cost(&u),
         usd("0.0004")
     );
+    // Replacing an id without its aliases drops them: no alias keeps the old price.
+    t.merge_toml("[models.\"claude-haiku-4-5\"]\ninput = 2\noutput = 8\n")
+        .expect("toml");
+    assert!(t.get("claude-haiku-4-5-20251001").is_none());
+    assert_eq!(
+        t.price("claude-haiku-4-5").expect("listed").cost(&u),
+        usd("0.01")
+    );
     assert!(
         t.merge_toml("[models.x]\ninput = \"1.0000001\"\noutput = 1")
             .is_err()

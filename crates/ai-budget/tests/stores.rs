@@ -267,6 +267,32 @@ async fn contract(store: &dyn Store) {
         (read[0].spent, read[0].reserved, read[1].spent),
         (250, 0, 250)
     );
+    // Round amounts (1e8 nano-dollars = $0.10) reach HINCRBY as integers, not `1e+8`.
+    let round = [hold("aib:{team:a}:round:all", 1_000_000_000, false)];
+    let r = store
+        .reserve(&round, 100_000_000, 100_000_000)
+        .await
+        .expect("reserve");
+    assert!(
+        matches!(
+            r,
+            Reservation::Granted {
+                amount: 100_000_000,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    let out = store
+        .settle(&[Settle {
+            key: round[0].key.clone(),
+            release: 100_000_000,
+            spend: 200_000_000,
+            expires_us: None,
+        }])
+        .await
+        .expect("settle");
+    assert_eq!(out, vec![(0, 200_000_000)]);
     // A window's key expires when the window ends.
     let soon = ai_core::Clock::system().now_us() + 300_000;
     let short = [Hold {
