@@ -178,7 +178,6 @@ async fn hundred_concurrent(store: Arc<dyn Store>) {
     let tenant = layer.standing(Scope::Tenant, "acme").await.expect("read");
     assert_eq!(tenant[0].spent_usd, standing[0].spent_usd);
     assert_eq!(tenant[0].reserved_usd, "0.00");
-    assert!(spent.nanos() * 2 > cap.nanos(), "the cap was used: {spent}");
     assert!(
         costs.iter().filter(|&&c| c == 0).count() >= 25,
         "the failing ones cost nothing"
