@@ -188,6 +188,9 @@ pub struct ComponentsRec {
     pub messages: String,
     /// Tool definitions.
     pub tools: String,
+    /// Tool results sent back by the caller.
+    #[serde(default)]
+    pub tool_results: String,
 }
 
 /// A policy decision.
@@ -877,6 +880,7 @@ impl RequestFacts {
                 system: c.system.categories.to_string(),
                 messages: c.messages.categories.to_string(),
                 tools: c.tools.categories.to_string(),
+                tool_results: c.tool_results.categories.to_string(),
             }),
             data_level: class.map(|c| level_name(c.overall().level).to_owned()),
             redactions: report

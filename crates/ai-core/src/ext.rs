@@ -228,6 +228,29 @@ impl DataCategories {
         DataCategories(self.0 | other.0)
     }
 
+    /// Whether every category of `self` is also in `other`.
+    pub fn is_subset(self, other: DataCategories) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// The level these categories put content at: health, card data, secrets and
+    /// credentials are [`DataClass::Restricted`], other personal data
+    /// [`DataClass::Confidential`], nothing found [`DataClass::Public`].
+    pub fn level(self) -> DataClass {
+        let restricted = DataCategories::NONE
+            .with(DataCategory::Phi)
+            .with(DataCategory::Pci)
+            .with(DataCategory::Secret)
+            .with(DataCategory::Credential);
+        if self.0 & restricted.0 != 0 {
+            DataClass::Restricted
+        } else if self.contains(DataCategory::Pii) {
+            DataClass::Confidential
+        } else {
+            DataClass::Public
+        }
+    }
+
     /// The categories, in [`DataCategory::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = DataCategory> {
         DataCategory::ALL
@@ -271,6 +294,15 @@ pub struct ComponentClass {
 }
 
 impl ComponentClass {
+    /// The class of content where `categories` were found, its level derived from them
+    /// ([`DataCategories::level`]).
+    pub fn of(categories: DataCategories) -> Self {
+        ComponentClass {
+            level: categories.level(),
+            categories,
+        }
+    }
+
     /// Both together: the higher level, every category.
     pub fn join(self, other: ComponentClass) -> Self {
         ComponentClass {
@@ -291,13 +323,19 @@ pub struct DataClassification {
     pub messages: ComponentClass,
     /// Tool definitions.
     pub tools: ComponentClass,
+    /// Tool results the caller sent back (content that came from outside: files, web
+    /// pages, database rows), kept apart from what the caller typed.
+    pub tool_results: ComponentClass,
 }
 
 impl DataClassification {
     /// The class of the whole request: the highest level of its parts and all their
     /// categories.
     pub fn overall(&self) -> ComponentClass {
-        self.system.join(self.messages).join(self.tools)
+        self.system
+            .join(self.messages)
+            .join(self.tools)
+            .join(self.tool_results)
     }
 }
 
@@ -594,6 +632,38 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn levels_derive_from_categories() {
+        let none = DataCategories::NONE;
+        assert_eq!(none.level(), DataClass::Public);
+        assert_eq!(none.with(DataCategory::Pii).level(), DataClass::Confidential);
+        for c in [
+            DataCategory::Phi,
+            DataCategory::Pci,
+            DataCategory::Secret,
+            DataCategory::Credential,
+        ] {
+            assert_eq!(none.with(c).level(), DataClass::Restricted, "{c:?}");
+            assert_eq!(
+                none.with(c).with(DataCategory::Pii).level(),
+                DataClass::Restricted
+            );
+        }
+        let c = ComponentClass::of(none.with(DataCategory::Phi));
+        assert_eq!(c.level, DataClass::Restricted);
+        assert_eq!(c.categories.to_string(), "phi");
+        let both = DataClassification {
+            messages: ComponentClass::of(none.with(DataCategory::Pii)),
+            tool_results: ComponentClass::of(none.with(DataCategory::Pci)),
+            ..Default::default()
+        };
+        assert_eq!(both.overall().categories.to_string(), "pii+pci");
+        assert_eq!(both.overall().level, DataClass::Restricted);
+        assert!(none.with(DataCategory::Pii).is_subset(both.overall().categories));
+        assert!(!none.with(DataCategory::Phi).is_subset(both.overall().categories));
+        assert!(none.is_subset(none));
+    }
 
     #[test]
     fn request_ids_are_distinct() {

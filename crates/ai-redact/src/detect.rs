@@ -1,0 +1,797 @@
+//! Detectors and the engine that runs them all in one pass.
+//!
+//! Every detector is a regular expression with a category, a label (what a redaction or a
+//! token calls the value), a confidence, an optional validator and optional context
+//! keywords. [`Detectors`] compiles all of them into one `regex-automata` meta regex (one
+//! lazy DFA with a literal prefilter where the patterns allow it) and walks a string once;
+//! a candidate that fails its validator is offered to the other detectors anchored at the
+//! same place, then the search moves past the word.
+
+use crate::validate;
+use ai_core::DataCategory;
+use aho_corasick::AhoCorasick;
+use regex_automata::meta::Regex;
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input, PatternID};
+use std::fmt;
+use std::sync::Arc;
+
+/// A check a candidate must pass to count as a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Validator {
+    /// None: the pattern is enough.
+    None,
+    /// Luhn (mod 10) check digit.
+    Luhn,
+    /// Payment card: network prefix, length and Luhn.
+    Card,
+    /// IBAN: country length and ISO 7064 MOD 97-10.
+    Iban,
+    /// US SSN: area, group and serial ranges.
+    Ssn,
+    /// Aadhaar: first digit, Verhoeff, not a palindrome.
+    Aadhaar,
+    /// Verhoeff check digit.
+    Verhoeff,
+    /// Reads like a secret: length, character mix, entropy, not a placeholder or UUID.
+    Secret,
+    /// E-mail: not a documentation domain (`example.com`, `.test`, ...) nor a file name
+    /// (`logo@2x.png`).
+    Email,
+    /// IPv4: not `0.0.0.0`, not a version string (`v1.2.3.4`, `version 10.0.0.1`).
+    Ipv4,
+    /// IPv6: parses, has a digit and at least three groups.
+    Ipv6,
+    /// Phone number: 7 to 15 digits, not one repeated digit.
+    Phone,
+    /// AWS access key id: not AWS's documentation key (`...EXAMPLE`).
+    AwsKeyId,
+}
+
+impl Validator {
+    /// The validator a configuration name denotes (`luhn`, `card`, `iban`, `ssn`,
+    /// `aadhaar`, `verhoeff`, `secret`, `email`, `ipv4`, `ipv6`, `phone`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "none" => Validator::None,
+            "luhn" => Validator::Luhn,
+            "card" => Validator::Card,
+            "iban" => Validator::Iban,
+            "ssn" => Validator::Ssn,
+            "aadhaar" => Validator::Aadhaar,
+            "verhoeff" => Validator::Verhoeff,
+            "secret" | "entropy" => Validator::Secret,
+            "email" => Validator::Email,
+            "ipv4" => Validator::Ipv4,
+            "ipv6" => Validator::Ipv6,
+            "phone" => Validator::Phone,
+            _ => return None,
+        })
+    }
+
+    fn check(self, hay: &str, start: usize, value: &str) -> bool {
+        match self {
+            Validator::None => true,
+            Validator::Luhn => validate::luhn(value),
+            Validator::Card => validate::card(value),
+            Validator::Iban => validate::iban(value),
+            Validator::Ssn => validate::ssn(value),
+            Validator::Aadhaar => validate::aadhaar(value),
+            Validator::Verhoeff => validate::verhoeff(value),
+            Validator::Secret => validate::secret_value(value),
+            Validator::Email => email_ok(value),
+            Validator::Ipv4 => ipv4_ok(hay, start, value),
+            Validator::Ipv6 => ipv6_ok(value),
+            Validator::Phone => phone_ok(value),
+            Validator::AwsKeyId => !value.ends_with("EXAMPLE"),
+        }
+    }
+}
+
+fn email_ok(v: &str) -> bool {
+    let Some((_, domain)) = v.rsplit_once('@') else {
+        return false;
+    };
+    let d = domain.to_ascii_lowercase();
+    const DOC: [&str; 3] = ["example.com", "example.org", "example.net"];
+    if DOC.iter().any(|x| d == *x || d.ends_with(&format!(".{x}"))) {
+        return false;
+    }
+    let tld = d.rsplit('.').next().unwrap_or("");
+    const NOT_TLDS: [&str; 16] = [
+        "test", "example", "invalid", "localhost", "png", "jpg", "jpeg", "gif", "svg", "webp",
+        "js", "css", "ts", "map", "md", "json",
+    ];
+    !NOT_TLDS.contains(&tld)
+}
+
+fn ipv4_ok(hay: &str, start: usize, v: &str) -> bool {
+    if v == "0.0.0.0" || v == "255.255.255.255" {
+        return false;
+    }
+    let before = &hay.as_bytes()[..start];
+    // `v1.2.3.4`, `1.2.3.4.5`: versions and OIDs, not addresses.
+    if matches!(before.last(), Some(b'v' | b'V' | b'.')) {
+        return false;
+    }
+    let tail = before
+        .iter()
+        .rev()
+        .take(12)
+        .rev()
+        .map(u8::to_ascii_lowercase)
+        .collect::<Vec<u8>>();
+    !(tail.windows(7).any(|w| w == b"version") || tail.windows(7).any(|w| w == b"release"))
+}
+
+fn ipv6_ok(v: &str) -> bool {
+    v.parse::<std::net::Ipv6Addr>().is_ok()
+        && v.bytes().any(|b| b.is_ascii_digit())
+        && v.bytes().filter(|b| *b == b':').count() >= 2
+        && v.split(':').filter(|g| !g.is_empty()).count() >= 3
+}
+
+fn phone_ok(v: &str) -> bool {
+    let d: Vec<u8> = v.bytes().filter(u8::is_ascii_digit).collect();
+    (7..=15).contains(&d.len()) && !d.iter().all(|x| *x == d[0])
+}
+
+/// One detector: what to look for and what it is.
+#[derive(Clone, Debug)]
+pub struct DetectorSpec {
+    /// Its name in findings, configuration and docs (`email`, `card`, ...).
+    pub name: Arc<str>,
+    /// The label of redactions and tokens (`EMAIL` gives `[EMAIL]` and `<EMAIL_1>`):
+    /// upper-case ASCII letters, digits and `_`.
+    pub label: Arc<str>,
+    /// The category of what it finds.
+    pub category: DataCategory,
+    /// The pattern (regex syntax). When it has a capture group, group 1 is the value and
+    /// the rest is context (a keyword before it).
+    pub pattern: String,
+    /// The check a candidate must pass.
+    pub validator: Validator,
+    /// Words that, found within [`CONTEXT_WINDOW`] bytes before the value (ASCII case
+    /// insensitive), raise confidence.
+    pub context: Vec<String>,
+    /// Whether a finding needs one of the context words.
+    pub context_required: bool,
+    /// Confidence without context, 0 to 1 (context adds 0.3, capped at 1).
+    pub confidence: f32,
+}
+
+/// How far before a candidate context words are looked for, in bytes.
+pub const CONTEXT_WINDOW: usize = 64;
+
+impl DetectorSpec {
+    /// A detector with no validator and no context, confidence 0.9.
+    pub fn new(
+        name: &str,
+        label: &str,
+        category: DataCategory,
+        pattern: impl Into<String>,
+    ) -> Self {
+        DetectorSpec {
+            name: name.into(),
+            label: label.into(),
+            category,
+            pattern: pattern.into(),
+            validator: Validator::None,
+            context: Vec::new(),
+            context_required: false,
+            confidence: 0.9,
+        }
+    }
+
+    /// With a validator.
+    pub fn validator(mut self, v: Validator) -> Self {
+        self.validator = v;
+        self
+    }
+
+    /// With context words that raise confidence.
+    pub fn context(mut self, words: &[&str]) -> Self {
+        self.context = words.iter().map(|w| (*w).to_owned()).collect();
+        self
+    }
+
+    /// With context words a finding needs.
+    pub fn requires_context(mut self, words: &[&str]) -> Self {
+        self = self.context(words);
+        self.context_required = true;
+        self
+    }
+
+    /// With this confidence without context.
+    pub fn confidence(mut self, c: f32) -> Self {
+        self.confidence = c;
+        self
+    }
+}
+
+/// One thing found: a byte range of the scanned string and what it is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Finding {
+    /// Start of the value (byte offset, a char boundary).
+    pub start: usize,
+    /// End of the value.
+    pub end: usize,
+    /// Index of the detector in [`Detectors::specs`].
+    pub detector: usize,
+    /// Its category.
+    pub category: DataCategory,
+    /// How sure, 0 to 1.
+    pub confidence: f32,
+}
+
+impl Finding {
+    /// The byte range.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start..self.end
+    }
+}
+
+/// The built-in detectors (see `docs/ai-redact.md` for what each finds and misses).
+pub fn builtin() -> Vec<DetectorSpec> {
+    use DataCategory::{Credential, Phi, Pci, Pii, Secret};
+    use Validator as V;
+    const B: &str = r"(?-u:\b)";
+    let phone_words = &[
+        "phone", "tel", "mobile", "cell", "call", "whatsapp", "contact", "fax", "sms", "reach",
+    ];
+    let d = |name: &str, label: &str, cat, pat: String| DetectorSpec::new(name, label, cat, pat);
+    vec![
+        d(
+            "email",
+            "EMAIL",
+            Pii,
+            format!(r"[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,24}}{B}"),
+        )
+        .validator(V::Email)
+        .confidence(0.95),
+        d(
+            "private_key",
+            "PRIVATE_KEY",
+            Secret,
+            r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----(?s:.)*?-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----".to_owned(),
+        )
+        .confidence(1.0),
+        d(
+            "private_key",
+            "PRIVATE_KEY",
+            Secret,
+            r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\r\n \t]*".to_owned(),
+        )
+        .confidence(1.0),
+        d(
+            "anthropic_key",
+            "API_KEY",
+            Credential,
+            format!(r"sk-ant-[a-z]{{2,8}}[0-9]{{2}}-[A-Za-z0-9_-]{{20,}}"),
+        )
+        .confidence(1.0),
+        d(
+            "openai_key",
+            "API_KEY",
+            Credential,
+            format!(r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{{16,}}T3BlbkFJ[A-Za-z0-9_-]{{16,}}|sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{{40,}}"),
+        )
+        .confidence(1.0),
+        d(
+            "aws_access_key_id",
+            "AWS_KEY_ID",
+            Credential,
+            format!(r"{B}(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{{16}}{B}"),
+        )
+        .validator(V::AwsKeyId)
+        .confidence(0.95),
+        d(
+            "aws_secret_access_key",
+            "AWS_SECRET",
+            Credential,
+            format!(r#"(?i:aws_?secret_?access_?key|aws_?secret_?key|secret_?access_?key|aws_?secret)["']?[ \t]*[:=]{{1,2}}>?[ \t]*["']?([A-Za-z0-9/+=]{{40}}){B}"#),
+        )
+        .validator(V::Secret)
+        .confidence(0.95),
+        d(
+            "github_token",
+            "API_KEY",
+            Credential,
+            format!(r"{B}(?:gh[pousr]_[A-Za-z0-9]{{36,251}}|github_pat_[A-Za-z0-9_]{{50,}}){B}"),
+        )
+        .confidence(1.0),
+        d(
+            "slack_token",
+            "API_KEY",
+            Credential,
+            format!(r"{B}xox[abposer]-[0-9]{{6,}}-[A-Za-z0-9-]{{8,}}|{B}xapp-[0-9]-[A-Za-z0-9-]{{20,}}"),
+        )
+        .confidence(0.95),
+        d(
+            "slack_webhook",
+            "WEBHOOK",
+            Credential,
+            r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,}".to_owned(),
+        )
+        .confidence(0.95),
+        d(
+            "stripe_key",
+            "API_KEY",
+            Credential,
+            format!(r"{B}(?:sk|rk)_(?:test|live|prod)_[A-Za-z0-9]{{10,99}}{B}"),
+        )
+        .confidence(0.95),
+        d(
+            "google_api_key",
+            "API_KEY",
+            Credential,
+            format!(r"{B}AIza[0-9A-Za-z_-]{{35}}"),
+        )
+        .confidence(0.95),
+        d(
+            "jwt",
+            "JWT",
+            Credential,
+            format!(r"{B}eyJ[A-Za-z0-9_-]{{10,}}\.eyJ[A-Za-z0-9_-]{{10,}}\.[A-Za-z0-9_-]{{10,}}"),
+        )
+        .confidence(0.95),
+        d(
+            "connection_string",
+            "PASSWORD",
+            Secret,
+            r"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@]{1,64}:([^\s@/]{3,128})@[A-Za-z0-9.-]+".to_owned(),
+        )
+        .validator(V::None)
+        .confidence(0.95),
+        d(
+            "password",
+            "PASSWORD",
+            Credential,
+            format!(r#"(?i:password|passwd|pwd|passphrase)["']?[ \t]*(?::|=|:=|=>|is)[ \t]*["']?([^\s"'<>`,;]{{8,128}})"#),
+        )
+        .validator(V::Secret)
+        .confidence(0.9),
+        d(
+            "secret_assignment",
+            "SECRET",
+            Secret,
+            format!(r#"(?i:secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|client[_-]?secret|private[_-]?key|credential)[A-Za-z0-9_.-]{{0,20}}["']?[ \t]*(?::|=|:=|=>)[ \t]*["']?([A-Za-z0-9+/=_.~-]{{12,256}})"#),
+        )
+        .validator(V::Secret)
+        .confidence(0.85),
+        d(
+            "iban",
+            "IBAN",
+            Pii,
+            format!(r"{B}[A-Z]{{2}}[0-9]{{2}}(?: ?[A-Z0-9]{{4}}){{2,7}}(?: ?[A-Z0-9]{{1,4}})?{B}"),
+        )
+        .validator(V::Iban)
+        .confidence(0.95),
+        d(
+            "pan",
+            "PAN",
+            Pii,
+            format!(r"{B}[A-Z]{{3}}[PCHFATBLJGE][A-Z][0-9]{{4}}[A-Z]{B}"),
+        )
+        .context(&["pan", "permanent account", "income tax"])
+        .confidence(0.7),
+        d(
+            "ssn",
+            "SSN",
+            Pii,
+            format!(r"{B}[0-9]{{3}}-[0-9]{{2}}-[0-9]{{4}}{B}|{B}[0-9]{{3}} [0-9]{{2}} [0-9]{{4}}{B}"),
+        )
+        .validator(V::Ssn)
+        .context(&["ssn", "social security", "social sec", "taxpayer"])
+        .confidence(0.75),
+        d(
+            "ssn",
+            "SSN",
+            Pii,
+            format!(r"{B}[0-9]{{9}}{B}"),
+        )
+        .validator(V::Ssn)
+        .requires_context(&["ssn", "social security", "social sec"])
+        .confidence(0.6),
+        d(
+            "aadhaar",
+            "AADHAAR",
+            Pii,
+            format!(r"{B}[2-9][0-9]{{3}}[ -][0-9]{{4}}[ -][0-9]{{4}}{B}"),
+        )
+        .validator(V::Aadhaar)
+        .context(&["aadhaar", "aadhar", "uidai", "uid"])
+        .confidence(0.8),
+        d(
+            "aadhaar",
+            "AADHAAR",
+            Pii,
+            format!(r"{B}[2-9][0-9]{{11}}{B}"),
+        )
+        .validator(V::Aadhaar)
+        .requires_context(&["aadhaar", "aadhar", "uidai", "uid"])
+        .confidence(0.6),
+        d(
+            "card",
+            "CARD",
+            Pci,
+            format!(r"{B}[0-9](?:[ -]?[0-9]){{12,18}}{B}"),
+        )
+        .validator(V::Card)
+        .context(&["card", "visa", "mastercard", "amex", "credit", "debit", "cc", "payment"])
+        .confidence(0.85),
+        d(
+            "mrn",
+            "MRN",
+            Phi,
+            format!(r"(?i:mrn|medical record(?: number| no\.?| #)?|patient id|patient no\.?|health plan (?:id|number)|member id|insurance id|nhs (?:number|no\.?)|medicare (?:number|id|no\.?)|beneficiary id)[ \t]*[:#]?[ \t]*([A-Z0-9][A-Z0-9-]{{3,18}}[0-9]){B}"),
+        )
+        .confidence(0.9),
+        d(
+            "dob",
+            "DOB",
+            Pii,
+            format!(r"{B}(?:[0-9]{{1,2}}[/.-][0-9]{{1,2}}[/.-](?:19|20)?[0-9]{{2}}|(?:19|20)[0-9]{{2}}-[0-9]{{2}}-[0-9]{{2}}|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? [0-9]{{1,2}},? (?:19|20)[0-9]{{2}}|[0-9]{{1,2}} (?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]* (?:19|20)[0-9]{{2}}){B}"),
+        )
+        .requires_context(&["dob", "d.o.b", "date of birth", "birth", "born", "birthday"])
+        .confidence(0.6),
+        d(
+            "phone",
+            "PHONE",
+            Pii,
+            format!(r"\+[1-9][0-9]{{0,2}}[ .-]?(?:\(?[0-9]{{1,4}}\)?[ .-]?)?[0-9]{{2,5}}(?:[ .-]?[0-9]{{2,5}}){{1,3}}{B}"),
+        )
+        .validator(V::Phone)
+        .context(phone_words)
+        .confidence(0.8),
+        d(
+            "phone",
+            "PHONE",
+            Pii,
+            format!(r"(?:{B}|\()[2-9][0-9]{{2}}\)?[ .-][2-9][0-9]{{2}}[ .-][0-9]{{4}}{B}"),
+        )
+        .validator(V::Phone)
+        .context(phone_words)
+        .confidence(0.75),
+        d(
+            "phone",
+            "PHONE",
+            Pii,
+            format!(r"{B}0?[6-9][0-9]{{4}}[ -]?[0-9]{{5}}{B}"),
+        )
+        .validator(V::Phone)
+        .requires_context(phone_words)
+        .confidence(0.6),
+        d(
+            "ipv4",
+            "IP",
+            Pii,
+            format!(r"{B}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){{3}}{B}"),
+        )
+        .validator(V::Ipv4)
+        .confidence(0.8),
+        d(
+            "ipv6",
+            "IP",
+            Pii,
+            format!(r"{B}(?:[0-9A-Fa-f]{{1,4}}:){{7}}[0-9A-Fa-f]{{1,4}}{B}|(?:{B}[0-9A-Fa-f]{{1,4}})?(?::[0-9A-Fa-f]{{1,4}}){{0,6}}::(?:[0-9A-Fa-f]{{1,4}}:){{0,6}}[0-9A-Fa-f]{{1,4}}{B}"),
+        )
+        .validator(V::Ipv6)
+        .confidence(0.8),
+        d(
+            "person",
+            "PERSON",
+            Pii,
+            format!(r"{B}(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Shri|Smt)\.? ((?:[A-Z][a-z]+|[A-Z]\.)(?: [A-Z][a-z'-]+){{0,2}})"),
+        )
+        .confidence(0.8),
+        d(
+            "person",
+            "PERSON",
+            Pii,
+            format!(r"(?i:my name is|name:|full name:|signed,|regards,|sincerely,|thanks,|best,|cheers,)[ \t]*\r?\n?[ \t]*([A-Z][a-z]+(?: [A-Z]\.)?(?: [A-Z][a-z'-]+){{1,2}}){B}"),
+        )
+        .confidence(0.75),
+        d(
+            "patient_name",
+            "PERSON",
+            Phi,
+            format!(r"(?i:patient|pt\.?|patient name|resident|client)[ \t]*:?[ \t]+([A-Z][a-z]+(?: [A-Z]\.)?(?: [A-Z][a-z'-]+){{1,2}}){B}"),
+        )
+        .confidence(0.8),
+    ]
+}
+
+/// The shape of a token this layer hands out (`<EMAIL_1>`), found in text so that new
+/// tokens never collide with it.
+const TOKEN_SHAPE: &str = r"<[A-Z][A-Z0-9_]{0,31}_[0-9]{1,9}>";
+
+/// Every detector compiled into one pass.
+#[derive(Clone)]
+pub struct Detectors {
+    specs: Arc<[DetectorSpec]>,
+    all: Regex,
+    context: Arc<[Option<AhoCorasick>]>,
+    groups: Arc<[bool]>,
+    min_confidence: f32,
+}
+
+impl fmt::Debug for Detectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Detectors")
+            .field("detectors", &self.specs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A detector that cannot be compiled.
+#[derive(Debug)]
+pub struct BuildError(pub String);
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl Detectors {
+    /// The built-in detectors.
+    pub fn builtin() -> Self {
+        // The built-in patterns are tested; failing here is a bug in this crate.
+        #[allow(clippy::expect_used)]
+        Detectors::new(builtin()).expect("the built-in detectors compile")
+    }
+
+    /// Compiles `specs` (for example [`builtin()`] plus custom ones).
+    pub fn new(specs: Vec<DetectorSpec>) -> Result<Self, BuildError> {
+        let mut patterns: Vec<&str> = Vec::with_capacity(specs.len() + 1);
+        let mut groups = Vec::with_capacity(specs.len());
+        for s in &specs {
+            if s.label.is_empty()
+                || !s
+                    .label
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(BuildError(format!(
+                    "detector {}: label {:?} must be upper-case ASCII letters, digits and _",
+                    s.name, s.label
+                )));
+            }
+            let one = Regex::new(&s.pattern)
+                .map_err(|e| BuildError(format!("detector {}: {e}", s.name)))?;
+            let n = one.captures_len();
+            if n > 2 {
+                return Err(BuildError(format!(
+                    "detector {}: at most one capture group (the value); use (?:...) for others",
+                    s.name
+                )));
+            }
+            if one.is_match("") {
+                return Err(BuildError(format!(
+                    "detector {}: the pattern matches the empty string",
+                    s.name
+                )));
+            }
+            groups.push(n == 2);
+            patterns.push(&s.pattern);
+        }
+        patterns.push(TOKEN_SHAPE);
+        let all = Regex::builder()
+            .syntax(syntax::Config::new())
+            .configure(Regex::config().hybrid_cache_capacity(8 * 1024 * 1024))
+            .build_many(&patterns)
+            .map_err(|e| BuildError(e.to_string()))?;
+        let context = specs
+            .iter()
+            .map(|s| {
+                if s.context.is_empty() {
+                    return Ok(None);
+                }
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&s.context)
+                    .map(Some)
+                    .map_err(|e| BuildError(format!("detector {}: {e}", s.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Detectors {
+            specs: specs.into(),
+            all,
+            context: context.into(),
+            groups: groups.into(),
+            min_confidence: 0.5,
+        })
+    }
+
+    /// Findings under this confidence are dropped (default 0.5).
+    pub fn min_confidence(mut self, c: f32) -> Self {
+        self.min_confidence = c;
+        self
+    }
+
+    /// The detectors, in the order findings index them.
+    pub fn specs(&self) -> &[DetectorSpec] {
+        &self.specs
+    }
+
+    /// Appends what `text` holds to `out`, in order, non-overlapping. Token-shaped text
+    /// (`<EMAIL_1>`) is reported through `tokens` instead, so a vault can avoid it.
+    pub fn scan(&self, text: &str, out: &mut Vec<Finding>, tokens: &mut Vec<(usize, usize)>) {
+        let token_pid = self.specs.len();
+        let mut at = 0;
+        while at < text.len() {
+            let Some(m) = self.all.search(&Input::new(text).range(at..)) else {
+                break;
+            };
+            let pid = m.pattern().as_usize();
+            if pid == token_pid {
+                tokens.push((m.start(), m.end()));
+                at = m.end();
+                continue;
+            }
+            if let Some(f) = self.accept(text, pid, m.start(), m.end()) {
+                out.push(f);
+                at = m.end().max(at + 1);
+                continue;
+            }
+            // Another detector may match here where this one did not validate (a phone
+            // number the card pattern swallowed).
+            let mut next = None;
+            for other in 0..self.specs.len() {
+                if other == pid {
+                    continue;
+                }
+                let input = Input::new(text)
+                    .range(m.start()..)
+                    .anchored(Anchored::Pattern(PatternID::new_unchecked(other)));
+                if let Some(mm) = self.all.search(&input) {
+                    if let Some(f) = self.accept(text, other, mm.start(), mm.end()) {
+                        out.push(f);
+                        next = Some(mm.end());
+                        break;
+                    }
+                }
+            }
+            at = match next {
+                Some(end) => end.max(at + 1),
+                None => skip_word(text, m.start()),
+            };
+        }
+    }
+
+    /// The finding a candidate of detector `pid` at `start..end` makes, if it passes.
+    fn accept(&self, text: &str, pid: usize, start: usize, end: usize) -> Option<Finding> {
+        let spec = &self.specs[pid];
+        let (vs, ve) = if self.groups[pid] {
+            let mut caps = self.all.create_captures();
+            let input = Input::new(text)
+                .range(start..end)
+                .anchored(Anchored::Pattern(PatternID::new_unchecked(pid)));
+            self.all.search_captures(&input, &mut caps);
+            match caps.get_group(1) {
+                Some(s) => (s.start, s.end),
+                None => (start, end),
+            }
+        } else {
+            (start, end)
+        };
+        let value = &text[vs..ve];
+        if !spec.validator.check(text, vs, value) {
+            return None;
+        }
+        let mut confidence = spec.confidence;
+        if let Some(ac) = &self.context[pid] {
+            let from = floor_boundary(text, start.saturating_sub(CONTEXT_WINDOW));
+            let window = &text[from..vs];
+            if ac.is_match(window) {
+                confidence = (confidence + 0.3).min(1.0);
+            } else if spec.context_required {
+                return None;
+            }
+        }
+        if confidence < self.min_confidence {
+            return None;
+        }
+        Some(Finding {
+            start: vs,
+            end: ve,
+            detector: pid,
+            category: spec.category,
+            confidence,
+        })
+    }
+}
+
+/// The end of the run of ASCII letters and digits at `at` (at least one char on).
+fn skip_word(text: &str, at: usize) -> usize {
+    let b = text.as_bytes();
+    let mut i = at;
+    while i < b.len() && b[i].is_ascii_alphanumeric() {
+        i += 1;
+    }
+    if i == at {
+        i = at + text[at..].chars().next().map_or(1, char::len_utf8);
+    }
+    i
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// The same detectors as separate regexes, each run over the whole text: the naive way,
+/// kept as the benchmark's baseline. Findings are not deduplicated or validated.
+#[derive(Debug)]
+pub struct NaiveDetectors(Vec<Regex>);
+
+impl NaiveDetectors {
+    /// Compiles every detector on its own.
+    pub fn new(specs: &[DetectorSpec]) -> Result<Self, BuildError> {
+        specs
+            .iter()
+            .map(|s| Regex::new(&s.pattern).map_err(|e| BuildError(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()
+            .map(NaiveDetectors)
+    }
+
+    /// How many matches every regex finds in `text`.
+    pub fn count(&self, text: &str) -> usize {
+        self.0.iter().map(|r| r.find_iter(text).count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(text: &str) -> Vec<(&'static str, String)> {
+        let d = Detectors::builtin();
+        let (mut out, mut tok) = (Vec::new(), Vec::new());
+        d.scan(text, &mut out, &mut tok);
+        out.iter()
+            .map(|f| {
+                let name: &'static str = Box::leak(d.specs()[f.detector].name.to_string().into_boxed_str());
+                (name, text[f.range()].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finds_the_basics() {
+        assert_eq!(found("mail jane.doe@acme.io now"), [("email", "jane.doe@acme.io".to_owned())]);
+        assert_eq!(found("card 4111 1111 1111 1111."), [("card", "4111 1111 1111 1111".to_owned())]);
+        assert_eq!(found("order 4111 1111 1111 1112."), []);
+        assert_eq!(found("ssn 536-22-8726"), [("ssn", "536-22-8726".to_owned())]);
+        assert_eq!(found("call (415) 555-2671 today")[0].0, "phone");
+        assert_eq!(found("password = \"hZ8#kq2LmN4vQ9\"")[0].1, "hZ8#kq2LmN4vQ9");
+        assert_eq!(found("id 123e4567-e89b-12d3-a456-426614174000"), []);
+        assert_eq!(found("see docs@example.com"), []);
+        assert_eq!(found("<EMAIL_1> wrote"), []);
+    }
+
+    #[test]
+    fn reports_token_shapes() {
+        let d = Detectors::builtin();
+        let (mut out, mut tok) = (Vec::new(), Vec::new());
+        d.scan("hi <EMAIL_3> and <X_12>", &mut out, &mut tok);
+        assert_eq!(tok, [(3, 12), (17, 23)]);
+    }
+
+    #[test]
+    fn bad_custom_detectors_are_refused() {
+        let mut specs = builtin();
+        specs.push(DetectorSpec::new("x", "lower", DataCategory::Pii, "abc"));
+        assert!(Detectors::new(specs).is_err());
+        let e = Detectors::new(vec![DetectorSpec::new("x", "X", DataCategory::Pii, "a*")]);
+        assert!(e.is_err());
+        let e = Detectors::new(vec![DetectorSpec::new("x", "X", DataCategory::Pii, "(a)(b)")]);
+        assert!(e.is_err());
+    }
+}
