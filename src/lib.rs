@@ -24,6 +24,8 @@
 //! - `audit` (default): [`audit`], tamper-evident audit records, metrics and GenAI spans.
 //! - `ratelimit` (in `server`): [`ratelimit`], token-aware rate limits (memory or Redis).
 //! - `budget` (in `server`): [`budget`], the cost of every call and spending caps.
+//! - `redact` (in `server`): [`redact`], personal data and secrets found, classified,
+//!   redacted or tokenized, and put back in answers.
 //! - `otlp`: `otlp`, export of the GenAI spans to an OpenTelemetry collector (OTLP/HTTP).
 //! - `config` (default): [`config`], the gateway's TOML configuration file.
 
@@ -44,6 +46,8 @@ pub use ai_audit as audit;
 pub use ai_budget as budget;
 #[cfg(feature = "ratelimit")]
 pub use ai_ratelimit as ratelimit;
+#[cfg(feature = "redact")]
+pub use ai_redact as redact;
 
 #[cfg(feature = "server")]
 pub mod access_log;

@@ -637,7 +637,10 @@ mod tests {
     fn levels_derive_from_categories() {
         let none = DataCategories::NONE;
         assert_eq!(none.level(), DataClass::Public);
-        assert_eq!(none.with(DataCategory::Pii).level(), DataClass::Confidential);
+        assert_eq!(
+            none.with(DataCategory::Pii).level(),
+            DataClass::Confidential
+        );
         for c in [
             DataCategory::Phi,
             DataCategory::Pci,
@@ -660,8 +663,15 @@ mod tests {
         };
         assert_eq!(both.overall().categories.to_string(), "pii+pci");
         assert_eq!(both.overall().level, DataClass::Restricted);
-        assert!(none.with(DataCategory::Pii).is_subset(both.overall().categories));
-        assert!(!none.with(DataCategory::Phi).is_subset(both.overall().categories));
+        assert!(
+            none.with(DataCategory::Pii)
+                .is_subset(both.overall().categories)
+        );
+        assert!(
+            !none
+                .with(DataCategory::Phi)
+                .is_subset(both.overall().categories)
+        );
         assert!(none.is_subset(none));
     }
 

@@ -8,11 +8,11 @@
 //! same place, then the search moves past the word.
 
 use crate::validate;
-use ai_core::DataCategory;
 use aho_corasick::AhoCorasick;
+use ai_core::DataCategory;
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
-use regex_automata::{Anchored, Input, PatternID};
+use regex_automata::{Anchored, Input};
 use std::fmt;
 use std::sync::Arc;
 
@@ -47,6 +47,12 @@ pub enum Validator {
     Phone,
     /// AWS access key id: not AWS's documentation key (`...EXAMPLE`).
     AwsKeyId,
+    /// A person's name: no word of it is a common non-name capitalised word (`Team`,
+    /// `Support`, `Stable`, ...).
+    PersonName,
+    /// The password of a URL: not a placeholder (`password`, `****`, `${DB_PASS}`,
+    /// `<password>`).
+    UrlPassword,
 }
 
 impl Validator {
@@ -66,27 +72,113 @@ impl Validator {
             "ipv4" => Validator::Ipv4,
             "ipv6" => Validator::Ipv6,
             "phone" => Validator::Phone,
+            "person" => Validator::PersonName,
             _ => return None,
         })
     }
 
-    fn check(self, hay: &str, start: usize, value: &str) -> bool {
+    fn check(self, hay: &str, start: usize, end: usize) -> bool {
+        let value = &hay[start..end];
         match self {
             Validator::None => true,
             Validator::Luhn => validate::luhn(value),
-            Validator::Card => validate::card(value),
+            Validator::Card => validate::card(value) && !in_longer_number(hay, start, end),
             Validator::Iban => validate::iban(value),
-            Validator::Ssn => validate::ssn(value),
-            Validator::Aadhaar => validate::aadhaar(value),
+            Validator::Ssn => validate::ssn(value) && !in_longer_number(hay, start, end),
+            Validator::Aadhaar => validate::aadhaar(value) && !in_longer_number(hay, start, end),
             Validator::Verhoeff => validate::verhoeff(value),
             Validator::Secret => validate::secret_value(value),
             Validator::Email => email_ok(value),
-            Validator::Ipv4 => ipv4_ok(hay, start, value),
+            Validator::Ipv4 => ipv4_ok(hay, start, end),
             Validator::Ipv6 => ipv6_ok(value),
             Validator::Phone => phone_ok(value),
             Validator::AwsKeyId => !value.ends_with("EXAMPLE"),
+            Validator::PersonName => person_ok(value),
+            Validator::UrlPassword => url_password_ok(value),
         }
     }
+}
+
+/// Whether `start..end` is a piece of a longer run of digit groups (`1234 5678 9012`
+/// inside a 16-digit card, an SSN inside a tracking number).
+fn in_longer_number(hay: &str, start: usize, end: usize) -> bool {
+    let b = hay.as_bytes();
+    let after = &b[end..];
+    let before = &b[..start];
+    let digit_after = match after {
+        [c, ..] if c.is_ascii_digit() => true,
+        [b' ' | b'-', c, ..] => c.is_ascii_digit(),
+        _ => false,
+    };
+    let digit_before = match before {
+        [.., c] if c.is_ascii_digit() => true,
+        [.., c, b' ' | b'-'] => c.is_ascii_digit(),
+        _ => false,
+    };
+    digit_after || digit_before
+}
+
+fn person_ok(v: &str) -> bool {
+    const NOT_NAMES: [&str; 40] = [
+        "Team",
+        "Support",
+        "Department",
+        "Dept",
+        "Accounts",
+        "Payable",
+        "Receivable",
+        "Customer",
+        "Service",
+        "Services",
+        "Billing",
+        "Sales",
+        "Office",
+        "Desk",
+        "Group",
+        "Inc",
+        "Ltd",
+        "The",
+        "Stable",
+        "Room",
+        "Ward",
+        "Total",
+        "Due",
+        "Admin",
+        "Management",
+        "Operations",
+        "Hospital",
+        "Clinic",
+        "Bank",
+        "Company",
+        "Corp",
+        "Engineering",
+        "Security",
+        "Finance",
+        "Human",
+        "Resources",
+        "Unknown",
+        "None",
+        "Regards",
+        "Thanks",
+    ];
+    !v.split([' ', '.']).any(|w| NOT_NAMES.contains(&w))
+}
+
+fn url_password_ok(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    const PLACEHOLDERS: [&str; 10] = [
+        "password", "passwd", "pass", "secret", "changeme", "****", "xxx", "${", "<", "{{",
+    ];
+    !(PLACEHOLDERS
+        .iter()
+        .any(|p| lower == *p || lower.starts_with(p) && p.len() <= 3)
+        || lower.contains("${")
+        || lower.contains('<')
+        || lower.contains("{{")
+        || lower.contains("***")
+        || lower.contains("xxx")
+        || lower == "password"
+        || lower.starts_with('$'))
 }
 
 fn email_ok(v: &str) -> bool {
@@ -100,15 +192,36 @@ fn email_ok(v: &str) -> bool {
     }
     let tld = d.rsplit('.').next().unwrap_or("");
     const NOT_TLDS: [&str; 16] = [
-        "test", "example", "invalid", "localhost", "png", "jpg", "jpeg", "gif", "svg", "webp",
-        "js", "css", "ts", "map", "md", "json",
+        "test",
+        "example",
+        "invalid",
+        "localhost",
+        "png",
+        "jpg",
+        "jpeg",
+        "gif",
+        "svg",
+        "webp",
+        "js",
+        "css",
+        "ts",
+        "map",
+        "md",
+        "json",
     ];
     !NOT_TLDS.contains(&tld)
 }
 
-fn ipv4_ok(hay: &str, start: usize, v: &str) -> bool {
+fn ipv4_ok(hay: &str, start: usize, end: usize) -> bool {
+    let v = &hay[start..end];
     if v == "0.0.0.0" || v == "255.255.255.255" {
         return false;
+    }
+    // `1.3.6.1.4.1.318`: an OID, not an address.
+    if let [b'.', c, ..] = &hay.as_bytes()[end..] {
+        if c.is_ascii_digit() {
+            return false;
+        }
     }
     let before = &hay.as_bytes()[..start];
     // `v1.2.3.4`, `1.2.3.4.5`: versions and OIDs, not addresses.
@@ -137,6 +250,28 @@ fn phone_ok(v: &str) -> bool {
     (7..=15).contains(&d.len()) && !d.iter().all(|x| *x == d[0])
 }
 
+/// What lets the engine skip text a detector cannot match, so that clean text is not run
+/// through the full automaton byte by byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// Every match holds an ASCII digit or `@` and starts at most 48 bytes before its
+    /// first digit (256 before an `@`), and is at most 256 bytes long: the pattern runs
+    /// only around digits and `@`.
+    Digit,
+    /// Every match starts with one of these literals (ASCII case-insensitive when
+    /// `case_insensitive`): the pattern runs only where one occurs.
+    Prefix {
+        /// The literals.
+        literals: Vec<String>,
+        /// Whether case is ignored.
+        case_insensitive: bool,
+    },
+    /// No promise: the pattern runs over every byte (custom detectors without
+    /// `prefixes`; one more pass per string).
+    Full,
+}
+
 /// One detector: what to look for and what it is.
 #[derive(Clone, Debug)]
 pub struct DetectorSpec {
@@ -157,8 +292,11 @@ pub struct DetectorSpec {
     pub context: Vec<String>,
     /// Whether a finding needs one of the context words.
     pub context_required: bool,
-    /// Confidence without context, 0 to 1 (context adds 0.3, capped at 1).
+    /// Confidence without context, 0 to 1 (context adds 0.3, capped at 1). Where two
+    /// findings overlap the more confident one is kept.
     pub confidence: f32,
+    /// What lets the engine skip text this detector cannot match.
+    pub trigger: Trigger,
 }
 
 /// How far before a candidate context words are looked for, in bytes.
@@ -181,7 +319,23 @@ impl DetectorSpec {
             context: Vec::new(),
             context_required: false,
             confidence: 0.9,
+            trigger: Trigger::Full,
         }
+    }
+
+    /// Runs only around digits and `@` ([`Trigger::Digit`]).
+    pub fn around_digits(mut self) -> Self {
+        self.trigger = Trigger::Digit;
+        self
+    }
+
+    /// Runs only where a match can start: at one of `literals` ([`Trigger::Prefix`]).
+    pub fn prefixes(mut self, literals: &[&str], case_insensitive: bool) -> Self {
+        self.trigger = Trigger::Prefix {
+            literals: literals.iter().map(|l| (*l).to_owned()).collect(),
+            case_insensitive,
+        };
+        self
     }
 
     /// With a validator.
@@ -234,28 +388,23 @@ impl Finding {
 
 /// The built-in detectors (see `docs/ai-redact.md` for what each finds and misses).
 pub fn builtin() -> Vec<DetectorSpec> {
-    use DataCategory::{Credential, Phi, Pci, Pii, Secret};
+    use DataCategory::{Credential, Pci, Phi, Pii, Secret};
     use Validator as V;
     const B: &str = r"(?-u:\b)";
+    const MONTHS: &str = "jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec";
     let phone_words = &[
         "phone", "tel", "mobile", "cell", "call", "whatsapp", "contact", "fax", "sms", "reach",
     ];
     let d = |name: &str, label: &str, cat, pat: String| DetectorSpec::new(name, label, cat, pat);
     vec![
-        d(
-            "email",
-            "EMAIL",
-            Pii,
-            format!(r"[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,24}}{B}"),
-        )
-        .validator(V::Email)
-        .confidence(0.95),
+        // Literal-prefixed: secrets and credentials.
         d(
             "private_key",
             "PRIVATE_KEY",
             Secret,
-            r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----(?s:.)*?-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----".to_owned(),
+            r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----[\x00-\x7F]*?-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----".to_owned(),
         )
+        .prefixes(&["-----BEGIN"], false)
         .confidence(1.0),
         d(
             "private_key",
@@ -263,20 +412,23 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Secret,
             r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\r\n \t]*".to_owned(),
         )
+        .prefixes(&["-----BEGIN"], false)
         .confidence(1.0),
         d(
             "anthropic_key",
             "API_KEY",
             Credential,
-            format!(r"sk-ant-[a-z]{{2,8}}[0-9]{{2}}-[A-Za-z0-9_-]{{20,}}"),
+            r"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{20,}".to_owned(),
         )
+        .prefixes(&["sk-ant-"], false)
         .confidence(1.0),
         d(
             "openai_key",
             "API_KEY",
             Credential,
-            format!(r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{{16,}}T3BlbkFJ[A-Za-z0-9_-]{{16,}}|sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{{40,}}"),
+            r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{16,}T3BlbkFJ[A-Za-z0-9_-]{16,}|sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}".to_owned(),
         )
+        .prefixes(&["sk-"], false)
         .confidence(1.0),
         d(
             "aws_access_key_id",
@@ -284,14 +436,16 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Credential,
             format!(r"{B}(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{{16}}{B}"),
         )
+        .prefixes(&["AKIA", "ASIA", "ABIA", "ACCA"], false)
         .validator(V::AwsKeyId)
         .confidence(0.95),
         d(
             "aws_secret_access_key",
             "AWS_SECRET",
             Credential,
-            format!(r#"(?i:aws_?secret_?access_?key|aws_?secret_?key|secret_?access_?key|aws_?secret)["']?[ \t]*[:=]{{1,2}}>?[ \t]*["']?([A-Za-z0-9/+=]{{40}}){B}"#),
+            format!(r#"(?i-u:aws_?secret_?access_?key|aws_?secret_?key|secret_?access_?key|aws_?secret)["']?[ \t]*[:=]{{1,2}}>?[ \t]*["']?([A-Za-z0-9/+=]{{40}}){B}"#),
         )
+        .prefixes(&["aws_secret", "awssecret", "secret_access", "secretaccess"], true)
         .validator(V::Secret)
         .confidence(0.95),
         d(
@@ -300,6 +454,8 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Credential,
             format!(r"{B}(?:gh[pousr]_[A-Za-z0-9]{{36,251}}|github_pat_[A-Za-z0-9_]{{50,}}){B}"),
         )
+        .prefixes(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"], false)
+        .validator(V::Secret)
         .confidence(1.0),
         d(
             "slack_token",
@@ -307,6 +463,7 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Credential,
             format!(r"{B}xox[abposer]-[0-9]{{6,}}-[A-Za-z0-9-]{{8,}}|{B}xapp-[0-9]-[A-Za-z0-9-]{{20,}}"),
         )
+        .prefixes(&["xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxe-", "xoxr-", "xapp-"], false)
         .confidence(0.95),
         d(
             "slack_webhook",
@@ -314,6 +471,7 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Credential,
             r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,}".to_owned(),
         )
+        .prefixes(&["https://hooks.slack.com/"], false)
         .confidence(0.95),
         d(
             "stripe_key",
@@ -321,6 +479,7 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Credential,
             format!(r"{B}(?:sk|rk)_(?:test|live|prod)_[A-Za-z0-9]{{10,99}}{B}"),
         )
+        .prefixes(&["sk_test_", "sk_live_", "sk_prod_", "rk_test_", "rk_live_", "rk_prod_"], false)
         .confidence(0.95),
         d(
             "google_api_key",
@@ -328,6 +487,7 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Credential,
             format!(r"{B}AIza[0-9A-Za-z_-]{{35}}"),
         )
+        .prefixes(&["AIza"], false)
         .confidence(0.95),
         d(
             "jwt",
@@ -335,37 +495,103 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Credential,
             format!(r"{B}eyJ[A-Za-z0-9_-]{{10,}}\.eyJ[A-Za-z0-9_-]{{10,}}\.[A-Za-z0-9_-]{{10,}}"),
         )
-        .confidence(0.95),
-        d(
-            "connection_string",
-            "PASSWORD",
-            Secret,
-            r"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@]{1,64}:([^\s@/]{3,128})@[A-Za-z0-9.-]+".to_owned(),
-        )
-        .validator(V::None)
+        .prefixes(&["eyJ"], false)
         .confidence(0.95),
         d(
             "password",
             "PASSWORD",
             Credential,
-            format!(r#"(?i:password|passwd|pwd|passphrase)["']?[ \t]*(?::|=|:=|=>|is)[ \t]*["']?([^\s"'<>`,;]{{8,128}})"#),
+            r#"(?i-u:password|passwd|pwd|passphrase)["']?[ \t]*(?::|=|:=|=>|is)[ \t]*["']?([!-~--["'<>`,;]]{8,128})"#.to_owned(),
         )
+        .prefixes(&["password", "passwd", "pwd", "passphrase"], true)
         .validator(V::Secret)
         .confidence(0.9),
         d(
             "secret_assignment",
             "SECRET",
             Secret,
-            format!(r#"(?i:secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|client[_-]?secret|private[_-]?key|credential)[A-Za-z0-9_.-]{{0,20}}["']?[ \t]*(?::|=|:=|=>)[ \t]*["']?([A-Za-z0-9+/=_.~-]{{12,256}})"#),
+            r#"(?i-u:secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|client[_-]?secret|private[_-]?key|credential)[A-Za-z0-9_.-]{0,20}["']?[ \t]*(?::|=|:=|=>)[ \t]*["']?([A-Za-z0-9+/=_.~-]{12,256})"#.to_owned(),
+        )
+        .prefixes(
+            &[
+                "secret", "token", "api_key", "api-key", "apikey", "access_key", "access-key",
+                "accesskey", "auth_key", "auth-key", "authkey", "client_secret", "client-secret",
+                "private_key", "private-key", "privatekey", "credential",
+            ],
+            true,
         )
         .validator(V::Secret)
         .confidence(0.85),
+        d(
+            "mrn",
+            "MRN",
+            Phi,
+            format!(r"{B}(?i-u:mrn|medical record(?: number| no\.?| #)?|patient id|patient no\.?|health plan (?:id|number)|member id|insurance id|nhs (?:number|no\.?)|medicare (?:number|id|no\.?)|beneficiary id)[ \t]*[:#]?[ \t]*([A-Z0-9][A-Z0-9-]{{3,18}}[0-9]){B}"),
+        )
+        .prefixes(
+            &[
+                "mrn", "medical record", "patient id", "patient no", "health plan", "member id",
+                "insurance id", "nhs ", "medicare ", "beneficiary id",
+            ],
+            true,
+        )
+        .confidence(0.9),
+        d(
+            "person",
+            "PERSON",
+            Pii,
+            format!(r"{B}(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Shri|Smt)\.? ((?:[A-Z][a-z]+|[A-Z]\.)(?: [A-Z][a-z'-]+){{0,2}}){B}"),
+        )
+        .prefixes(&["Mr", "Ms", "Miss", "Mx", "Dr", "Prof", "Sir", "Dame", "Shri", "Smt"], false)
+        .validator(V::PersonName)
+        .confidence(0.8),
+        d(
+            "person",
+            "PERSON",
+            Pii,
+            format!(r"(?i-u:my name is|name:|full name:|signed,|regards,|sincerely,|thanks,|best,|cheers,)[ \t]*\r?\n?[ \t]*([A-Z][a-z]+(?: [A-Z]\.)?(?: [A-Z][a-z'-]+){{1,2}}){B}"),
+        )
+        .prefixes(
+            &["my name is", "name:", "signed,", "regards,", "sincerely,", "thanks,", "best,", "cheers,"],
+            true,
+        )
+        .validator(V::PersonName)
+        .confidence(0.75),
+        d(
+            "patient_name",
+            "PERSON",
+            Phi,
+            format!(r"{B}(?i-u:patient name|patient|pt\.?|resident)[ \t]*:[ \t]*([A-Z][a-z]+(?: [A-Z]\.)?(?: [A-Z][a-z'-]+){{1,2}}){B}"),
+        )
+        .prefixes(&["patient", "pt:", "pt.", "pt ", "resident"], true)
+        .validator(V::PersonName)
+        .confidence(0.8),
+        // Around digits and `@`.
+        d(
+            "email",
+            "EMAIL",
+            Pii,
+            format!(r"[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,24}}{B}"),
+        )
+        .around_digits()
+        .validator(V::Email)
+        .confidence(0.95),
+        d(
+            "connection_string",
+            "PASSWORD",
+            Secret,
+            r"[A-Za-z][A-Za-z0-9+.-]*://[!-~--[/:@]]+:([!-~--[/@]]{3,})@[A-Za-z0-9.-]+".to_owned(),
+        )
+        .around_digits()
+        .validator(V::UrlPassword)
+        .confidence(0.95),
         d(
             "iban",
             "IBAN",
             Pii,
             format!(r"{B}[A-Z]{{2}}[0-9]{{2}}(?: ?[A-Z0-9]{{4}}){{2,7}}(?: ?[A-Z0-9]{{1,4}})?{B}"),
         )
+        .around_digits()
         .validator(V::Iban)
         .confidence(0.95),
         d(
@@ -374,66 +600,56 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Pii,
             format!(r"{B}[A-Z]{{3}}[PCHFATBLJGE][A-Z][0-9]{{4}}[A-Z]{B}"),
         )
+        .around_digits()
         .context(&["pan", "permanent account", "income tax"])
         .confidence(0.7),
-        d(
-            "ssn",
-            "SSN",
-            Pii,
-            format!(r"{B}[0-9]{{3}}-[0-9]{{2}}-[0-9]{{4}}{B}|{B}[0-9]{{3}} [0-9]{{2}} [0-9]{{4}}{B}"),
-        )
-        .validator(V::Ssn)
-        .context(&["ssn", "social security", "social sec", "taxpayer"])
-        .confidence(0.75),
-        d(
-            "ssn",
-            "SSN",
-            Pii,
-            format!(r"{B}[0-9]{{9}}{B}"),
-        )
-        .validator(V::Ssn)
-        .requires_context(&["ssn", "social security", "social sec"])
-        .confidence(0.6),
-        d(
-            "aadhaar",
-            "AADHAAR",
-            Pii,
-            format!(r"{B}[2-9][0-9]{{3}}[ -][0-9]{{4}}[ -][0-9]{{4}}{B}"),
-        )
-        .validator(V::Aadhaar)
-        .context(&["aadhaar", "aadhar", "uidai", "uid"])
-        .confidence(0.8),
-        d(
-            "aadhaar",
-            "AADHAAR",
-            Pii,
-            format!(r"{B}[2-9][0-9]{{11}}{B}"),
-        )
-        .validator(V::Aadhaar)
-        .requires_context(&["aadhaar", "aadhar", "uidai", "uid"])
-        .confidence(0.6),
         d(
             "card",
             "CARD",
             Pci,
             format!(r"{B}[0-9](?:[ -]?[0-9]){{12,18}}{B}"),
         )
+        .around_digits()
         .validator(V::Card)
         .context(&["card", "visa", "mastercard", "amex", "credit", "debit", "cc", "payment"])
         .confidence(0.85),
         d(
-            "mrn",
-            "MRN",
-            Phi,
-            format!(r"(?i:mrn|medical record(?: number| no\.?| #)?|patient id|patient no\.?|health plan (?:id|number)|member id|insurance id|nhs (?:number|no\.?)|medicare (?:number|id|no\.?)|beneficiary id)[ \t]*[:#]?[ \t]*([A-Z0-9][A-Z0-9-]{{3,18}}[0-9]){B}"),
+            "ssn",
+            "SSN",
+            Pii,
+            format!(r"{B}[0-9]{{3}}-[0-9]{{2}}-[0-9]{{4}}{B}|{B}[0-9]{{3}} [0-9]{{2}} [0-9]{{4}}{B}"),
         )
-        .confidence(0.9),
+        .around_digits()
+        .validator(V::Ssn)
+        .context(&["ssn", "social security", "social sec", "taxpayer"])
+        .confidence(0.75),
+        d("ssn", "SSN", Pii, format!(r"{B}[0-9]{{9}}{B}"))
+            .around_digits()
+            .validator(V::Ssn)
+            .requires_context(&["ssn", "social security", "social sec"])
+            .confidence(0.6),
+        d(
+            "aadhaar",
+            "AADHAAR",
+            Pii,
+            format!(r"{B}[2-9][0-9]{{3}}[ -][0-9]{{4}}[ -][0-9]{{4}}{B}"),
+        )
+        .around_digits()
+        .validator(V::Aadhaar)
+        .context(&["aadhaar", "aadhar", "uidai", "uid"])
+        .confidence(0.8),
+        d("aadhaar", "AADHAAR", Pii, format!(r"{B}[2-9][0-9]{{11}}{B}"))
+            .around_digits()
+            .validator(V::Aadhaar)
+            .requires_context(&["aadhaar", "aadhar", "uidai", "uid"])
+            .confidence(0.6),
         d(
             "dob",
             "DOB",
             Pii,
-            format!(r"{B}(?:[0-9]{{1,2}}[/.-][0-9]{{1,2}}[/.-](?:19|20)?[0-9]{{2}}|(?:19|20)[0-9]{{2}}-[0-9]{{2}}-[0-9]{{2}}|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? [0-9]{{1,2}},? (?:19|20)[0-9]{{2}}|[0-9]{{1,2}} (?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]* (?:19|20)[0-9]{{2}}){B}"),
+            format!(r"{B}(?:[0-9]{{1,2}}[/.-][0-9]{{1,2}}[/.-](?:19|20)?[0-9]{{2}}|(?:19|20)[0-9]{{2}}-[0-9]{{2}}-[0-9]{{2}}|(?i-u:{MONTHS})[a-z]*\.? [0-9]{{1,2}},? (?:19|20)[0-9]{{2}}|[0-9]{{1,2}} (?i-u:{MONTHS})[a-z]* (?:19|20)[0-9]{{2}}){B}"),
         )
+        .around_digits()
         .requires_context(&["dob", "d.o.b", "date of birth", "birth", "born", "birthday"])
         .confidence(0.6),
         d(
@@ -442,6 +658,7 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Pii,
             format!(r"\+[1-9][0-9]{{0,2}}[ .-]?(?:\(?[0-9]{{1,4}}\)?[ .-]?)?[0-9]{{2,5}}(?:[ .-]?[0-9]{{2,5}}){{1,3}}{B}"),
         )
+        .around_digits()
         .validator(V::Phone)
         .context(phone_words)
         .confidence(0.8),
@@ -451,24 +668,22 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Pii,
             format!(r"(?:{B}|\()[2-9][0-9]{{2}}\)?[ .-][2-9][0-9]{{2}}[ .-][0-9]{{4}}{B}"),
         )
+        .around_digits()
         .validator(V::Phone)
         .context(phone_words)
         .confidence(0.75),
-        d(
-            "phone",
-            "PHONE",
-            Pii,
-            format!(r"{B}0?[6-9][0-9]{{4}}[ -]?[0-9]{{5}}{B}"),
-        )
-        .validator(V::Phone)
-        .requires_context(phone_words)
-        .confidence(0.6),
+        d("phone", "PHONE", Pii, format!(r"{B}0?[6-9][0-9]{{4}}[ -]?[0-9]{{5}}{B}"))
+            .around_digits()
+            .validator(V::Phone)
+            .requires_context(phone_words)
+            .confidence(0.6),
         d(
             "ipv4",
             "IP",
             Pii,
             format!(r"{B}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){{3}}{B}"),
         )
+        .around_digits()
         .validator(V::Ipv4)
         .confidence(0.8),
         d(
@@ -477,41 +692,59 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Pii,
             format!(r"{B}(?:[0-9A-Fa-f]{{1,4}}:){{7}}[0-9A-Fa-f]{{1,4}}{B}|(?:{B}[0-9A-Fa-f]{{1,4}})?(?::[0-9A-Fa-f]{{1,4}}){{0,6}}::(?:[0-9A-Fa-f]{{1,4}}:){{0,6}}[0-9A-Fa-f]{{1,4}}{B}"),
         )
+        .around_digits()
         .validator(V::Ipv6)
-        .confidence(0.8),
-        d(
-            "person",
-            "PERSON",
-            Pii,
-            format!(r"{B}(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Shri|Smt)\.? ((?:[A-Z][a-z]+|[A-Z]\.)(?: [A-Z][a-z'-]+){{0,2}})"),
-        )
-        .confidence(0.8),
-        d(
-            "person",
-            "PERSON",
-            Pii,
-            format!(r"(?i:my name is|name:|full name:|signed,|regards,|sincerely,|thanks,|best,|cheers,)[ \t]*\r?\n?[ \t]*([A-Z][a-z]+(?: [A-Z]\.)?(?: [A-Z][a-z'-]+){{1,2}}){B}"),
-        )
-        .confidence(0.75),
-        d(
-            "patient_name",
-            "PERSON",
-            Phi,
-            format!(r"(?i:patient|pt\.?|patient name|resident|client)[ \t]*:?[ \t]+([A-Z][a-z]+(?: [A-Z]\.)?(?: [A-Z][a-z'-]+){{1,2}}){B}"),
-        )
         .confidence(0.8),
     ]
 }
 
 /// The shape of a token this layer hands out (`<EMAIL_1>`), found in text so that new
-/// tokens never collide with it.
+/// tokens never collide with it. It holds a digit, so it runs with the digit group.
 const TOKEN_SHAPE: &str = r"<[A-Z][A-Z0-9_]{0,31}_[0-9]{1,9}>";
 
-/// Every detector compiled into one pass.
+/// Bytes before a digit a [`Trigger::Digit`] match may start.
+const DIGIT_BACK: usize = 48;
+/// Bytes before an `@` a [`Trigger::Digit`] match may start.
+const AT_BACK: usize = 256;
+/// Bytes after the last digit or `@` a [`Trigger::Digit`] region keeps going.
+const DIGIT_AHEAD: usize = 64;
+
+/// One automaton over a group of detectors.
+#[derive(Clone, Debug)]
+struct Group {
+    regex: Regex,
+    /// Detector index of each pattern (`usize::MAX` for the token shape).
+    ids: Vec<usize>,
+}
+
+impl Group {
+    fn build(patterns: &[(&str, usize)]) -> Result<Option<Group>, BuildError> {
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        let regex = Regex::builder()
+            .syntax(syntax::Config::new())
+            .configure(Regex::config().hybrid_cache_capacity(4 * 1024 * 1024))
+            .build_many(&patterns.iter().map(|(p, _)| *p).collect::<Vec<_>>())
+            .map_err(|e| BuildError(e.to_string()))?;
+        Ok(Some(Group {
+            regex,
+            ids: patterns.iter().map(|(_, i)| *i).collect(),
+        }))
+    }
+}
+
+/// Every detector compiled into three automata: those that run around digits and `@`,
+/// those that run where one of their literal prefixes occurs, and the rest.
 #[derive(Clone)]
 pub struct Detectors {
     specs: Arc<[DetectorSpec]>,
-    all: Regex,
+    digit: Option<Group>,
+    prefix: Option<(Group, AhoCorasick, Option<AhoCorasick>)>,
+    full: Option<Group>,
+    /// Each detector on its own: value groups and anchored re-tries (a small automaton
+    /// is much cheaper there than the shared one).
+    singles: Arc<[Regex]>,
     context: Arc<[Option<AhoCorasick>]>,
     groups: Arc<[bool]>,
     min_confidence: f32,
@@ -537,6 +770,8 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
+const TOKEN: usize = usize::MAX;
+
 impl Detectors {
     /// The built-in detectors.
     pub fn builtin() -> Self {
@@ -547,9 +782,11 @@ impl Detectors {
 
     /// Compiles `specs` (for example [`builtin()`] plus custom ones).
     pub fn new(specs: Vec<DetectorSpec>) -> Result<Self, BuildError> {
-        let mut patterns: Vec<&str> = Vec::with_capacity(specs.len() + 1);
         let mut groups = Vec::with_capacity(specs.len());
-        for s in &specs {
+        let mut singles = Vec::with_capacity(specs.len());
+        let (mut digit, mut prefix, mut full) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut literals_cs, mut literals_ci) = (Vec::new(), Vec::new());
+        for (i, s) in specs.iter().enumerate() {
             if s.label.is_empty()
                 || !s
                     .label
@@ -577,14 +814,49 @@ impl Detectors {
                 )));
             }
             groups.push(n == 2);
-            patterns.push(&s.pattern);
+            singles.push(one);
+            match &s.trigger {
+                Trigger::Digit => digit.push((s.pattern.as_str(), i)),
+                Trigger::Prefix {
+                    literals,
+                    case_insensitive,
+                } => {
+                    if literals.is_empty() || literals.iter().any(String::is_empty) {
+                        return Err(BuildError(format!(
+                            "detector {}: prefixes must be non-empty",
+                            s.name
+                        )));
+                    }
+                    prefix.push((s.pattern.as_str(), i));
+                    if *case_insensitive {
+                        literals_ci.extend(literals.iter().cloned());
+                    } else {
+                        literals_cs.extend(literals.iter().cloned());
+                    }
+                }
+                Trigger::Full => full.push((s.pattern.as_str(), i)),
+            }
         }
-        patterns.push(TOKEN_SHAPE);
-        let all = Regex::builder()
-            .syntax(syntax::Config::new())
-            .configure(Regex::config().hybrid_cache_capacity(8 * 1024 * 1024))
-            .build_many(&patterns)
-            .map_err(|e| BuildError(e.to_string()))?;
+        digit.push((TOKEN_SHAPE, TOKEN));
+        let ac = |lits: &[String], ci: bool| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(ci)
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(lits)
+                .map_err(|e| BuildError(e.to_string()))
+        };
+        let prefix = match Group::build(&prefix)? {
+            Some(g) => {
+                let cs = ac(&literals_cs, false)?;
+                let ci = if literals_ci.is_empty() {
+                    None
+                } else {
+                    Some(ac(&literals_ci, true)?)
+                };
+                Some((g, cs, ci))
+            }
+            None => None,
+        };
         let context = specs
             .iter()
             .map(|s| {
@@ -599,8 +871,11 @@ impl Detectors {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Detectors {
+            digit: Group::build(&digit)?,
+            full: Group::build(&full)?,
+            prefix,
             specs: specs.into(),
-            all,
+            singles: singles.into(),
             context: context.into(),
             groups: groups.into(),
             min_confidence: 0.5,
@@ -618,22 +893,134 @@ impl Detectors {
         &self.specs
     }
 
-    /// Appends what `text` holds to `out`, in order, non-overlapping. Token-shaped text
-    /// (`<EMAIL_1>`) is reported through `tokens` instead, so a vault can avoid it.
+    /// Appends what `text` holds to `out`, in order and non-overlapping (where two
+    /// detectors claim overlapping text the more confident one is kept). Token-shaped
+    /// text (`<EMAIL_1>`) is reported through `tokens` instead, so a vault can avoid it.
     pub fn scan(&self, text: &str, out: &mut Vec<Finding>, tokens: &mut Vec<(usize, usize)>) {
-        let token_pid = self.specs.len();
+        let first = out.len();
+        if let Some(g) = &self.digit {
+            self.scan_digits(g, text, out, tokens);
+        }
+        if let Some((g, cs, ci)) = &self.prefix {
+            self.scan_prefixed(g, cs, text, out, tokens);
+            if let Some(ci) = ci {
+                self.scan_prefixed(g, ci, text, out, tokens);
+            }
+        }
+        if let Some(g) = &self.full {
+            self.scan_range(g, text, 0, text.len(), out, tokens);
+        }
+        if out.len() - first > 1 {
+            resolve_overlaps(&mut out[first..]);
+            let mut keep = first;
+            for i in first..out.len() {
+                if out[i].end > out[i].start {
+                    out[keep] = out[i];
+                    keep += 1;
+                }
+            }
+            out.truncate(keep);
+        }
+    }
+
+    /// Runs the digit group over the regions around digits and `@`.
+    fn scan_digits(
+        &self,
+        g: &Group,
+        text: &str,
+        out: &mut Vec<Finding>,
+        tokens: &mut Vec<(usize, usize)>,
+    ) {
+        let b = text.as_bytes();
+        let mut from = 0;
+        let mut done = 0;
+        while let Some(t) = next_trigger(b, from) {
+            let back = if b[t] == b'@' { AT_BACK } else { DIGIT_BACK };
+            let start = floor_boundary(text, t.saturating_sub(back).max(done));
+            let mut end = t + 1 + DIGIT_AHEAD;
+            let mut last = t;
+            // Grow the region while the next trigger is close enough to overlap it.
+            while let Some(n) = next_trigger(b, last + 1) {
+                let nb = if b[n] == b'@' { AT_BACK } else { DIGIT_BACK };
+                if n.saturating_sub(nb) > end {
+                    break;
+                }
+                end = n + 1 + DIGIT_AHEAD;
+                last = n;
+            }
+            let end = ceil_boundary(text, end.min(b.len()));
+            done = self.scan_range(g, text, start, end, out, tokens).max(end);
+            from = done.max(last + 1);
+        }
+    }
+
+    /// Runs the prefix group at every place one of its literals starts.
+    fn scan_prefixed(
+        &self,
+        g: &Group,
+        ac: &AhoCorasick,
+        text: &str,
+        out: &mut Vec<Finding>,
+        tokens: &mut Vec<(usize, usize)>,
+    ) {
         let mut at = 0;
         while at < text.len() {
-            let Some(m) = self.all.search(&Input::new(text).range(at..)) else {
+            let Some(hit) = ac.find(aho_corasick::Input::new(text).span(at..text.len())) else {
                 break;
             };
-            let pid = m.pattern().as_usize();
-            if pid == token_pid {
-                tokens.push((m.start(), m.end()));
-                at = m.end();
-                continue;
+            let s = hit.start();
+            let input = Input::new(text).range(s..).anchored(Anchored::Yes);
+            at = match g.regex.search(&input) {
+                Some(m) => match self.candidate(
+                    g,
+                    text,
+                    m.pattern().as_usize(),
+                    m.start(),
+                    m.end(),
+                    tokens,
+                ) {
+                    Some(f) => {
+                        out.push(f);
+                        m.end().max(s + 1)
+                    }
+                    None => s + 1,
+                },
+                None => s + 1,
+            };
+            at = ceil_boundary(text, at);
+        }
+    }
+
+    /// Leftmost-first matches of `g` starting in `from..to` (a match may run past `to`);
+    /// returns where the last one ended.
+    fn scan_range(
+        &self,
+        g: &Group,
+        text: &str,
+        from: usize,
+        to: usize,
+        out: &mut Vec<Finding>,
+        tokens: &mut Vec<(usize, usize)>,
+    ) -> usize {
+        let mut at = from;
+        let mut reached = from;
+        while at < to {
+            let Some(mut m) = g.regex.search(&Input::new(text).range(at..to)) else {
+                break;
+            };
+            if m.end() == to && to < text.len() {
+                // The region cut it: match again without the end bound.
+                if let Some(id) = g.ids.get(m.pattern().as_usize()).filter(|i| **i != TOKEN) {
+                    let input = Input::new(text).range(m.start()..).anchored(Anchored::Yes);
+                    if let Some(full) = self.singles[*id].search(&input) {
+                        m = regex_automata::Match::new(m.pattern(), full.range());
+                    }
+                }
             }
-            if let Some(f) = self.accept(text, pid, m.start(), m.end()) {
+            reached = reached.max(m.end());
+            if let Some(f) =
+                self.candidate(g, text, m.pattern().as_usize(), m.start(), m.end(), tokens)
+            {
                 out.push(f);
                 at = m.end().max(at + 1);
                 continue;
@@ -641,15 +1028,17 @@ impl Detectors {
             // Another detector may match here where this one did not validate (a phone
             // number the card pattern swallowed).
             let mut next = None;
-            for other in 0..self.specs.len() {
-                if other == pid {
+            for other in 0..g.ids.len() {
+                if other == m.pattern().as_usize() {
                     continue;
                 }
-                let input = Input::new(text)
-                    .range(m.start()..)
-                    .anchored(Anchored::Pattern(PatternID::new_unchecked(other)));
-                if let Some(mm) = self.all.search(&input) {
-                    if let Some(f) = self.accept(text, other, mm.start(), mm.end()) {
+                let id = g.ids[other];
+                if id == TOKEN {
+                    continue;
+                }
+                let input = Input::new(text).range(m.start()..).anchored(Anchored::Yes);
+                if let Some(mm) = self.singles[id].search(&input) {
+                    if let Some(f) = self.candidate(g, text, other, mm.start(), mm.end(), tokens) {
                         out.push(f);
                         next = Some(mm.end());
                         break;
@@ -661,17 +1050,36 @@ impl Detectors {
                 None => skip_word(text, m.start()),
             };
         }
+        reached
     }
 
-    /// The finding a candidate of detector `pid` at `start..end` makes, if it passes.
-    fn accept(&self, text: &str, pid: usize, start: usize, end: usize) -> Option<Finding> {
-        let spec = &self.specs[pid];
-        let (vs, ve) = if self.groups[pid] {
-            let mut caps = self.all.create_captures();
-            let input = Input::new(text)
-                .range(start..end)
-                .anchored(Anchored::Pattern(PatternID::new_unchecked(pid)));
-            self.all.search_captures(&input, &mut caps);
+    /// A match of pattern `pid` of `g`: a finding, a token shape (recorded, `None`), or
+    /// nothing.
+    fn candidate(
+        &self,
+        g: &Group,
+        text: &str,
+        pid: usize,
+        start: usize,
+        end: usize,
+        tokens: &mut Vec<(usize, usize)>,
+    ) -> Option<Finding> {
+        let id = g.ids[pid];
+        if id == TOKEN {
+            tokens.push((start, end));
+            return None;
+        }
+        self.accept(text, id, start, end)
+    }
+
+    /// The finding a candidate of detector `id` at `start..end` makes, if it passes.
+    fn accept(&self, text: &str, id: usize, start: usize, end: usize) -> Option<Finding> {
+        let spec = &self.specs[id];
+        let (vs, ve) = if self.groups[id] {
+            let one = &self.singles[id];
+            let mut caps = one.create_captures();
+            let input = Input::new(text).range(start..end).anchored(Anchored::Yes);
+            one.search_captures(&input, &mut caps);
             match caps.get_group(1) {
                 Some(s) => (s.start, s.end),
                 None => (start, end),
@@ -679,15 +1087,19 @@ impl Detectors {
         } else {
             (start, end)
         };
-        let value = &text[vs..ve];
-        if !spec.validator.check(text, vs, value) {
+        if vs >= ve || !spec.validator.check(text, vs, ve) {
             return None;
         }
         let mut confidence = spec.confidence;
-        if let Some(ac) = &self.context[pid] {
+        if let Some(ac) = &self.context[id] {
             let from = floor_boundary(text, start.saturating_sub(CONTEXT_WINDOW));
             let window = &text[from..vs];
-            if ac.is_match(window) {
+            // A context word counts at the start of a word: `tel` is not in `hotel`.
+            let wb = window.as_bytes();
+            let found = ac
+                .find_iter(window)
+                .any(|m| m.start() == 0 || !wb[m.start() - 1].is_ascii_alphanumeric());
+            if found {
                 confidence = (confidence + 0.3).min(1.0);
             } else if spec.context_required {
                 return None;
@@ -699,11 +1111,68 @@ impl Detectors {
         Some(Finding {
             start: vs,
             end: ve,
-            detector: pid,
+            detector: id,
             category: spec.category,
             confidence,
         })
     }
+}
+
+/// Sorts findings by start and empties (`end = start`) each that overlaps a more
+/// confident (then longer, then earlier) one.
+fn resolve_overlaps(f: &mut [Finding]) {
+    f.sort_by_key(|x| (x.start, std::cmp::Reverse(x.end)));
+    let mut kept: Option<usize> = None;
+    for i in 0..f.len() {
+        match kept {
+            Some(k) if f[i].start < f[k].end => {
+                let better = f[i].confidence > f[k].confidence
+                    || (f[i].confidence == f[k].confidence
+                        && f[i].end - f[i].start > f[k].end - f[k].start);
+                if better {
+                    f[k].end = f[k].start;
+                    kept = Some(i);
+                } else {
+                    f[i].end = f[i].start;
+                }
+            }
+            _ => kept = Some(i),
+        }
+    }
+}
+
+/// The next ASCII digit or `@` at or after `from`, eight bytes at a time.
+fn next_trigger(b: &[u8], from: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        let x = u64::from_le_bytes(w);
+        // Per byte, with the top bit cleared no addition carries into the next byte.
+        let y = x & !HI;
+        let ge30 = y.wrapping_add(0x50 * LO);
+        let ge3a = y.wrapping_add(0x46 * LO);
+        let ge40 = y.wrapping_add(0x40 * LO);
+        let ge41 = y.wrapping_add(0x3F * LO);
+        let m = ((ge30 & !ge3a) | (ge40 & !ge41)) & !x & HI;
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i.min(b.len())..]
+        .iter()
+        .position(|c| c.is_ascii_digit() || *c == b'@')
+        .map(|p| p + i)
+}
+
+fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 /// The end of the run of ASCII letters and digits at `at` (at least one char on).
@@ -757,7 +1226,8 @@ mod tests {
         d.scan(text, &mut out, &mut tok);
         out.iter()
             .map(|f| {
-                let name: &'static str = Box::leak(d.specs()[f.detector].name.to_string().into_boxed_str());
+                let name: &'static str =
+                    Box::leak(d.specs()[f.detector].name.to_string().into_boxed_str());
                 (name, text[f.range()].to_owned())
             })
             .collect()
@@ -765,12 +1235,24 @@ mod tests {
 
     #[test]
     fn finds_the_basics() {
-        assert_eq!(found("mail jane.doe@acme.io now"), [("email", "jane.doe@acme.io".to_owned())]);
-        assert_eq!(found("card 4111 1111 1111 1111."), [("card", "4111 1111 1111 1111".to_owned())]);
+        assert_eq!(
+            found("mail jane.doe@acme.io now"),
+            [("email", "jane.doe@acme.io".to_owned())]
+        );
+        assert_eq!(
+            found("card 4111 1111 1111 1111."),
+            [("card", "4111 1111 1111 1111".to_owned())]
+        );
         assert_eq!(found("order 4111 1111 1111 1112."), []);
-        assert_eq!(found("ssn 536-22-8726"), [("ssn", "536-22-8726".to_owned())]);
+        assert_eq!(
+            found("ssn 536-22-8726"),
+            [("ssn", "536-22-8726".to_owned())]
+        );
         assert_eq!(found("call (415) 555-2671 today")[0].0, "phone");
-        assert_eq!(found("password = \"hZ8#kq2LmN4vQ9\"")[0].1, "hZ8#kq2LmN4vQ9");
+        assert_eq!(
+            found("password = \"hZ8#kq2LmN4vQ9\"")[0].1,
+            "hZ8#kq2LmN4vQ9"
+        );
         assert_eq!(found("id 123e4567-e89b-12d3-a456-426614174000"), []);
         assert_eq!(found("see docs@example.com"), []);
         assert_eq!(found("<EMAIL_1> wrote"), []);
@@ -791,7 +1273,12 @@ mod tests {
         assert!(Detectors::new(specs).is_err());
         let e = Detectors::new(vec![DetectorSpec::new("x", "X", DataCategory::Pii, "a*")]);
         assert!(e.is_err());
-        let e = Detectors::new(vec![DetectorSpec::new("x", "X", DataCategory::Pii, "(a)(b)")]);
+        let e = Detectors::new(vec![DetectorSpec::new(
+            "x",
+            "X",
+            DataCategory::Pii,
+            "(a)(b)",
+        )]);
         assert!(e.is_err());
     }
 }

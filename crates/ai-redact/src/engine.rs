@@ -139,7 +139,12 @@ enum Scanned {
     Media,
 }
 
-fn walk_content(c: &mut Content, comp: Component, retrieved: bool, f: &mut dyn FnMut(Component, bool, Field<'_>)) {
+fn walk_content(
+    c: &mut Content,
+    comp: Component,
+    retrieved: bool,
+    f: &mut dyn FnMut(Component, bool, Field<'_>),
+) {
     match c {
         Content::Text(t) => f(comp, retrieved, Field::Text(t)),
         Content::Blocks(blocks) => {
@@ -335,7 +340,12 @@ impl Redactor {
         if let Some((s, component)) = injection {
             if s >= self.policy.injection_threshold {
                 match self.policy.injection_action {
-                    InjectionAction::Block => return Err(Blocked::Injection { component, score: s }),
+                    InjectionAction::Block => {
+                        return Err(Blocked::Injection {
+                            component,
+                            score: s,
+                        });
+                    }
                     InjectionAction::Strip => strip = true,
                     InjectionAction::Flag => {}
                 }
@@ -399,7 +409,13 @@ impl Redactor {
     }
 
     /// `text` with its findings replaced as the policy says; `None` when nothing changes.
-    fn apply(&self, text: &str, found: &[Finding], vault: &mut Vault, replaced: &mut [u32; 5]) -> Option<String> {
+    fn apply(
+        &self,
+        text: &str,
+        found: &[Finding],
+        vault: &mut Vault,
+        replaced: &mut [u32; 5],
+    ) -> Option<String> {
         let mut out: Option<String> = None;
         let mut copied = 0;
         for f in found {
@@ -428,7 +444,10 @@ impl Redactor {
                 Action::Allow | Action::Block => {}
             }
             copied = f.end;
-            replaced[DataCategory::ALL.iter().position(|c| *c == f.category).unwrap_or(0)] += 1;
+            replaced[DataCategory::ALL
+                .iter()
+                .position(|c| *c == f.category)
+                .unwrap_or(0)] += 1;
         }
         let mut o = out?;
         o.push_str(&text[copied..]);

@@ -3,7 +3,9 @@
 use crate::engine::{Blocked, Outcome, Redactor};
 use crate::vault::{StreamRehydrator, Vault};
 use ai_core::wire::{ContentBlock, ContentBlockDeltaEvent, Delta, RawJson, StreamEvent};
-use ai_core::{AiBody, AiError, CallReport, DataCategory, ErrorKind, EventStream, MessagesRequest, Verdicts};
+use ai_core::{
+    AiBody, AiError, CallReport, DataCategory, ErrorKind, EventStream, MessagesRequest, Verdicts,
+};
 use futures_core::Stream;
 use futures_util::future::{BoxFuture, FutureExt};
 use http::{Request, Response};
@@ -87,10 +89,20 @@ fn report(parts: &http::request::Parts, o: &Outcome) {
     }
     if let Some(v) = parts.extensions.get::<Verdicts>() {
         let n = o.total_replaced();
-        v.push(LAYER, if n == 0 { "clean".to_owned() } else { format!("redacted:{n}") });
+        v.push(
+            LAYER,
+            if n == 0 {
+                "clean".to_owned()
+            } else {
+                format!("redacted:{n}")
+            },
+        );
         if let Some((score, comp)) = o.injection {
             let what = if o.stripped { "stripped" } else { "flagged" };
-            v.push(LAYER, format!("injection:{what}:{score:.2}:{}", comp.as_str()));
+            v.push(
+                LAYER,
+                format!("injection:{what}:{score:.2}:{}", comp.as_str()),
+            );
         }
     }
     metrics::counter!("gateway_redactions_total").increment(u64::from(o.total_replaced()));
@@ -101,7 +113,11 @@ fn blocked(parts: &http::request::Parts, b: &Blocked, o: Option<&Outcome>) -> Ai
         r.set_classification(o.classification);
     }
     let decision = match b {
-        Blocked::Category { category, component, .. } => {
+        Blocked::Category {
+            category,
+            component,
+            ..
+        } => {
             format!("block:{}:{}", category.as_str(), component.as_str())
         }
         Blocked::Escalation { category } => format!("block:{}:tool_results", category.as_str()),

@@ -57,7 +57,11 @@ pub fn card(s: &str) -> bool {
         4 => true,
         5 => (51..=55).contains(&p(2)) || matches!(p(4), 5018 | 5020 | 5038),
         2 => (2221..=2720).contains(&p(4)),
-        3 => matches!(p(2), 34 | 37 | 36 | 38 | 39) || (300..=305).contains(&p(3)) || (3528..=3589).contains(&p(4)),
+        3 => {
+            matches!(p(2), 34 | 37 | 36 | 38 | 39)
+                || (300..=305).contains(&p(3))
+                || (3528..=3589).contains(&p(4))
+        }
         6 => {
             p(4) == 6011
                 || (644..=649).contains(&p(3))
@@ -118,7 +122,10 @@ pub fn iban(s: &str) -> bool {
             _ => return false,
         }
     }
-    if n < 15 || !buf[..2].iter().all(u8::is_ascii_uppercase) || !buf[2..4].iter().all(u8::is_ascii_digit) {
+    if n < 15
+        || !buf[..2].iter().all(u8::is_ascii_uppercase)
+        || !buf[2..4].iter().all(u8::is_ascii_digit)
+    {
         return false;
     }
     if let Some(len) = iban_len(&buf[..2]) {
@@ -252,13 +259,29 @@ pub fn secret_value(s: &str) -> bool {
     }
     let lower = s.to_ascii_lowercase();
     const PLACEHOLDERS: [&str; 14] = [
-        "xxxx", "****", "....", "changeme", "your_", "your-", "<", "${", "{{", "%s", "example",
-        "redacted", "placeholder", "dummy",
+        "xxxx",
+        "****",
+        "....",
+        "changeme",
+        "your_",
+        "your-",
+        "<",
+        "${",
+        "{{",
+        "%s",
+        "example",
+        "redacted",
+        "placeholder",
+        "dummy",
     ];
     if PLACEHOLDERS.iter().any(|p| lower.contains(p)) {
         return false;
     }
     if b.contains(&b'(') || b.contains(&b'[') {
+        return false;
+    }
+    // File paths (`PWD=/home/deploy`).
+    if b[0] == b'/' || b.starts_with(b"./") || b.starts_with(b"~/") {
         return false;
     }
     let has_digit = b.iter().any(u8::is_ascii_digit);
@@ -269,8 +292,7 @@ pub fn secret_value(s: &str) -> bool {
     }
     // `settings.database.url`, `os.environ`: identifiers joined by dots.
     if !has_digit
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphabetic() || *c == b'_' || *c == b'.' || *c == b'-')
     {
         return false;
@@ -303,7 +325,10 @@ mod tests {
         assert!(iban("GB82WEST12345698765432"));
         assert!(iban("FR1420041010050500013M02606"));
         assert!(!iban("DE89 3704 0044 0532 0130 01"));
-        assert!(!iban("DE89 3704 0044 0532 0130"), "German IBANs have 22 characters");
+        assert!(
+            !iban("DE89 3704 0044 0532 0130"),
+            "German IBANs have 22 characters"
+        );
     }
 
     #[test]
@@ -324,7 +349,10 @@ mod tests {
         assert!(!verhoeff("2364"));
         assert!(aadhaar("2345 6789 0124"));
         assert!(!aadhaar("2345 6789 0123"));
-        assert!(!aadhaar("1345 6789 0124"), "first digit 0 or 1 is never issued");
+        assert!(
+            !aadhaar("1345 6789 0124"),
+            "first digit 0 or 1 is never issued"
+        );
     }
 
     #[test]

@@ -235,14 +235,20 @@ mod tests {
         assert_eq!(v.token("EMAIL", "c@d.io"), "<EMAIL_3>");
         assert_eq!(v.token("EMAIL", "a@b.io"), "<EMAIL_2>");
         assert_eq!(v.token("PERSON", "Ann"), "<PERSON_1>");
-        assert_eq!(v.rehydrate("to <EMAIL_2>, <EMAIL_1>, <PERSON_1>.", false), "to a@b.io, <EMAIL_1>, Ann.");
+        assert_eq!(
+            v.rehydrate("to <EMAIL_2>, <EMAIL_1>, <PERSON_1>.", false),
+            "to a@b.io, <EMAIL_1>, Ann."
+        );
     }
 
     #[test]
     fn json_values_are_escaped() {
         let mut v = Vault::new();
         v.token("SECRET", "a\"b\\c\n");
-        assert_eq!(v.rehydrate("{\"k\":\"<SECRET_1>\"}", true), "{\"k\":\"a\\\"b\\\\c\\n\"}");
+        assert_eq!(
+            v.rehydrate("{\"k\":\"<SECRET_1>\"}", true),
+            "{\"k\":\"a\\\"b\\\\c\\n\"}"
+        );
     }
 
     #[test]
