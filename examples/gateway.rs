@@ -169,8 +169,14 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
     } else {
         "budgets off"
     };
+    let redact = if config.redact.enabled {
+        config.redact.build().map_err(|e| e.to_string())?;
+        "redaction on"
+    } else {
+        "redaction off"
+    };
     Ok(format!(
-        "listen {listen}, {upstream}, {auth}, {audit}, {ratelimit}, {budget}"
+        "listen {listen}, {upstream}, {auth}, {audit}, {ratelimit}, {budget}, {redact}"
     ))
 }
 
@@ -314,6 +320,16 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
             server.budget = Some(layer);
         }
         None => tracing::debug!("budgets off ([budget] enabled = false)"),
+    }
+    if config.redact.enabled {
+        let layer = config.redact.build().map_err(|e| e.to_string())?;
+        tracing::info!(
+            detectors = layer.redactor().detectors().specs().len(),
+            "redaction on"
+        );
+        server.redact = Some(layer);
+    } else {
+        tracing::debug!("redaction off ([redact] enabled = false)");
     }
     if config.audit.metrics {
         server.metrics = Some(MetricsEndpoint::prometheus("/metrics")?);

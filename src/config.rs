@@ -63,6 +63,188 @@ pub struct GatewayConfig {
     pub ratelimit: RateLimitSection,
     /// `[budget]`: cost of every call and spending caps. Off by default.
     pub budget: BudgetSection,
+    /// `[redact]`: personal data and secrets found, classified and removed or tokenized.
+    /// Off by default.
+    pub redact: RedactSection,
+}
+
+/// `[redact]`: what to do with each category of sensitive data, custom detectors, and
+/// the prompt-injection check of retrieved content.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactSection {
+    /// Run the redaction layer. Default `false`.
+    pub enabled: bool,
+    /// Personal data: `allow`, `mask`, `redact`, `tokenize` (default) or `block`.
+    pub pii: String,
+    /// Health data. Default `tokenize`.
+    pub phi: String,
+    /// Card numbers. Default `mask`.
+    pub pci: String,
+    /// Private keys, connection-string passwords, keyword-gated secrets. Default `redact`.
+    pub secret: String,
+    /// API keys, tokens, passwords. Default `redact`.
+    pub credential: String,
+    /// Findings less sure than this are ignored. Default 0.5.
+    pub min_confidence: f32,
+    /// `transform` (default: tool results are redacted like the rest) or `no_escalation`
+    /// (a tool result carrying a category the prompt side did not is refused).
+    pub tool_results: String,
+    /// Injection score (0 to 1) of retrieved content that triggers `injection_action`.
+    /// Default 0.7.
+    pub injection_threshold: f32,
+    /// `flag` (default: recorded), `strip` (hidden text removed) or `block` (403).
+    pub injection_action: String,
+    /// Custom detectors, added to the built-in ones.
+    pub detectors: Vec<DetectorEntry>,
+}
+
+/// One custom detector (`[[redact.detectors]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorEntry {
+    /// Its name in records and block messages.
+    pub name: String,
+    /// The label of redactions and tokens (`EMPLOYEE_ID` gives `[EMPLOYEE_ID]`).
+    pub label: String,
+    /// `pii`, `phi`, `pci`, `secret` or `credential`.
+    pub category: String,
+    /// The regex; a capture group, if any, is the value.
+    pub pattern: String,
+    /// A check: `luhn`, `card`, `iban`, `ssn`, `aadhaar`, `verhoeff`, `secret`, `email`,
+    /// `ipv4`, `ipv6`, `phone`, `person` or `none` (default).
+    #[serde(default)]
+    pub validator: Option<String>,
+    /// Words that raise confidence when found just before a value.
+    #[serde(default)]
+    pub context: Vec<String>,
+    /// Whether a value needs one of the context words. Default `false`.
+    #[serde(default)]
+    pub context_required: bool,
+    /// Confidence without context. Default 0.9.
+    #[serde(default)]
+    pub confidence: Option<f32>,
+    /// Literals every match starts with: the pattern then runs only where one occurs
+    /// (without them it runs over every byte, one more pass per string).
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Whether `prefixes` ignore ASCII case. Default `false`.
+    #[serde(default)]
+    pub case_insensitive: bool,
+}
+
+impl Default for RedactSection {
+    fn default() -> Self {
+        RedactSection {
+            enabled: false,
+            pii: "tokenize".to_owned(),
+            phi: "tokenize".to_owned(),
+            pci: "mask".to_owned(),
+            secret: "redact".to_owned(),
+            credential: "redact".to_owned(),
+            min_confidence: 0.5,
+            tool_results: "transform".to_owned(),
+            injection_threshold: 0.7,
+            injection_action: "flag".to_owned(),
+            detectors: Vec::new(),
+        }
+    }
+}
+
+impl RedactSection {
+    /// The redaction layer this section describes, checked.
+    pub fn build(&self) -> Result<ai_redact::RedactLayer, ConfigError> {
+        use ai_core::DataCategory as C;
+        let err = |m: String| ConfigError::plain(format!("[redact] {m}"));
+        let action = |key: &str, v: &str| {
+            ai_redact::Action::from_name(v).ok_or_else(|| {
+                err(format!(
+                    "{key} = {v:?} is not one of allow, mask, redact, tokenize, block"
+                ))
+            })
+        };
+        let mut policy = ai_redact::RedactPolicy::default()
+            .set(C::Pii, action("pii", &self.pii)?)
+            .set(C::Phi, action("phi", &self.phi)?)
+            .set(C::Pci, action("pci", &self.pci)?)
+            .set(C::Secret, action("secret", &self.secret)?)
+            .set(C::Credential, action("credential", &self.credential)?);
+        policy = policy.tool_results(match self.tool_results.as_str() {
+            "transform" => ai_redact::ToolResultRule::Transform,
+            "no_escalation" => ai_redact::ToolResultRule::NoEscalation,
+            other => {
+                return Err(err(format!(
+                    "tool_results = {other:?} is not one of transform, no_escalation"
+                )));
+            }
+        });
+        let inj =
+            ai_redact::InjectionAction::from_name(&self.injection_action).ok_or_else(|| {
+                err(format!(
+                    "injection_action = {:?} is not one of flag, strip, block",
+                    self.injection_action
+                ))
+            })?;
+        if !(0.0..=1.0).contains(&self.injection_threshold) {
+            return Err(err(format!(
+                "injection_threshold = {} is not between 0 and 1",
+                self.injection_threshold
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            return Err(err(format!(
+                "min_confidence = {} is not between 0 and 1",
+                self.min_confidence
+            )));
+        }
+        policy = policy.injection(self.injection_threshold, inj);
+        let mut specs = ai_redact::detect::builtin();
+        for d in &self.detectors {
+            let derr = |m: String| err(format!("detector {:?}: {m}", d.name));
+            let category = C::from_name(&d.category).ok_or_else(|| {
+                derr(format!(
+                    "category = {:?} is not one of pii, phi, pci, secret, credential",
+                    d.category
+                ))
+            })?;
+            let mut spec =
+                ai_redact::DetectorSpec::new(&d.name, &d.label, category, d.pattern.clone());
+            if let Some(v) = &d.validator {
+                spec = spec.validator(
+                    ai_redact::Validator::from_name(v)
+                        .ok_or_else(|| derr(format!("validator = {v:?} is not known")))?,
+                );
+            }
+            let words: Vec<&str> = d.context.iter().map(String::as_str).collect();
+            spec = if d.context_required {
+                if words.is_empty() {
+                    return Err(derr(
+                        "context_required = true needs context words".to_owned(),
+                    ));
+                }
+                spec.requires_context(&words)
+            } else {
+                spec.context(&words)
+            };
+            if let Some(c) = d.confidence {
+                if !(0.0..=1.0).contains(&c) {
+                    return Err(derr(format!("confidence = {c} is not between 0 and 1")));
+                }
+                spec = spec.confidence(c);
+            }
+            if !d.prefixes.is_empty() {
+                let p: Vec<&str> = d.prefixes.iter().map(String::as_str).collect();
+                spec = spec.prefixes(&p, d.case_insensitive);
+            }
+            specs.push(spec);
+        }
+        let detectors = ai_redact::Detectors::new(specs)
+            .map_err(|e| err(e.to_string()))?
+            .min_confidence(self.min_confidence);
+        Ok(ai_redact::RedactLayer::new(
+            ai_redact::Redactor::with_detectors(detectors, policy),
+        ))
+    }
 }
 
 /// Where rate-limit meters live.
@@ -1354,6 +1536,7 @@ impl GatewayConfig {
             audit: None,
             ratelimit: None,
             budget: None,
+            redact: None,
             admin_token: None,
             metrics: None,
         }
@@ -1576,6 +1759,24 @@ mod tests {
             "output",
             "source",
             "as_of",
+            "pii",
+            "phi",
+            "pci",
+            "secret",
+            "credential",
+            "min_confidence",
+            "tool_results",
+            "injection_threshold",
+            "injection_action",
+            "label",
+            "category",
+            "pattern",
+            "validator",
+            "context",
+            "context_required",
+            "confidence",
+            "prefixes",
+            "case_insensitive",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(&format!("{key} = "))),
@@ -1711,6 +1912,65 @@ mod tests {
         assert!(bad("[budget.prices.m]\ninput = 1\n").contains("output"));
         let two = "[[budget.budgets]]\nname = \"t\"\nby = \"team\"\nusd = 1\nwindow = \"daily\"\n";
         assert!(bad(&format!("{two}{two}")).contains("unique"));
+    }
+
+    #[test]
+    fn redact_section_is_checked() {
+        let text = include_str!("../examples/gateway.toml");
+        let c = GatewayConfig::parse(text, "gateway.toml", env).expect("sample parses");
+        let d = RedactSection::default();
+        assert!(!c.redact.enabled);
+        assert_eq!(
+            (&c.redact.pii, &c.redact.phi, &c.redact.pci),
+            (&d.pii, &d.phi, &d.pci)
+        );
+        assert_eq!(
+            (&c.redact.secret, &c.redact.credential),
+            (&d.secret, &d.credential)
+        );
+        assert_eq!(c.redact.min_confidence, d.min_confidence);
+        assert_eq!(c.redact.tool_results, d.tool_results);
+        assert_eq!(c.redact.injection_threshold, d.injection_threshold);
+        assert_eq!(c.redact.injection_action, d.injection_action);
+        let layer = c.redact.build().expect("sample builds");
+        let custom = layer
+            .redactor()
+            .findings("staff badge EMP-004211 at the desk");
+        assert_eq!(custom.len(), 1);
+        assert_eq!(
+            &*layer.redactor().detectors().specs()[custom[0].detector].name,
+            "employee_id"
+        );
+        let bad = |text: &str| {
+            GatewayConfig::parse(text, "g.toml", env)
+                .and_then(|c| c.redact.build().map(|_| ()))
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(bad("[redact]\npii = \"hide\"\n").contains("pii = \"hide\""));
+        assert!(bad("[redact]\ntool_results = \"x\"\n").contains("tool_results"));
+        assert!(bad("[redact]\ninjection_action = \"x\"\n").contains("injection_action"));
+        assert!(bad("[redact]\ninjection_threshold = 2.0\n").contains("injection_threshold"));
+        let det = |extra: &str| {
+            format!(
+                "[[redact.detectors]]\nname = \"d\"\nlabel = \"D\"\ncategory = \"pii\"\npattern = \"x[0-9]+\"\n{extra}"
+            )
+        };
+        assert!(bad(&det("validator = \"nope\"\n")).contains("validator"));
+        assert!(bad(&det("context_required = true\n")).contains("context"));
+        assert!(bad(&det("confidence = 3.0\n")).contains("confidence"));
+        assert!(
+            bad("[[redact.detectors]]\nname = \"d\"\nlabel = \"D\"\ncategory = \"gdpr\"\npattern = \"x\"\n")
+                .contains("category")
+        );
+        assert!(
+            bad("[[redact.detectors]]\nname = \"d\"\nlabel = \"lower\"\ncategory = \"pii\"\npattern = \"x\"\n")
+                .contains("label")
+        );
+        assert!(
+            bad("[[redact.detectors]]\nname = \"d\"\nlabel = \"D\"\ncategory = \"pii\"\npattern = \"(\"\n")
+                .contains("detector d")
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! log ([`AccessLogLayer`]), tracing, `/metrics` (when configured), the audit edge (records
 //! what authentication and the codec refuse), authentication, panic catching (a panic
 //! becomes an Anthropic-shaped 500, never a dropped connection), the edge codec, the audit
-//! layer, model access, rate limits (when configured), user pseudonyms, then the provider.
+//! layer, model access, rate limits, budgets and redaction (each when configured), user
+//! pseudonyms, then the provider.
 
 use crate::access_log::AccessLogLayer;
 use ai_audit::AuditLayer;
@@ -61,6 +62,9 @@ pub struct ServerConfig {
     /// Budgets, after rate limits (a call the limiter refuses holds no money). At
     /// shutdown a memory store saves its spend. Default `None`.
     pub budget: Option<ai_budget::BudgetLayer>,
+    /// Redaction of personal data and secrets, after budgets (a refused call is never
+    /// scanned) and before the provider; tokens in answers are put back. Default `None`.
+    pub redact: Option<ai_redact::RedactLayer>,
     /// The bearer token of the admin routes (`GET /admin/budgets/{scope}:{owner}`),
     /// answered before caller authentication. `None` (default): no admin routes.
     pub admin_token: Option<Arc<str>>,
@@ -98,6 +102,7 @@ impl MetricsEndpoint {
         ai_audit::metrics::describe();
         ai_ratelimit::describe_metrics();
         ai_budget::describe_metrics();
+        ai_redact::describe_metrics();
         let upkeep = handle.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -330,6 +335,7 @@ impl Default for ServerConfig {
             audit: None,
             ratelimit: None,
             budget: None,
+            redact: None,
             admin_token: None,
             metrics: None,
         }
@@ -385,6 +391,7 @@ where
         .layer(ModelAccessLayer::new())
         .option_layer(config.ratelimit.clone())
         .option_layer(config.budget.clone())
+        .option_layer(config.redact.clone())
         .layer(config.pseudonym.clone())
         .service(provider);
     let edge = config.audit.as_ref().map(AuditLayer::edge);

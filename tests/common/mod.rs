@@ -71,6 +71,9 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 ///   events straddle compressed chunks).
 /// - `bomb/gzip`: a gzip body that decodes to 8 MiB (a message over a small `max_body`).
 /// - `json/<name>`: `<name>.json` as `application/json`, even to a stream request.
+/// - `echo/tokens`: answers with every redaction token (`<EMAIL_1>`) the request carried:
+///   a text block and a `tool_use` block whose input holds them; streamed, each token is
+///   split over several deltas (what a model does with tokens it repeats).
 ///
 /// `count_tokens` and `models` answer from `count_tokens.json` and a small list.
 /// Successful answers carry the headers of `default_response_headers.json`.
@@ -227,6 +230,7 @@ impl MockUpstream {
                 fixture(&format!("anthropic/{name}.json")),
                 true,
             ),
+            "echo" => echo(&body, stream),
             "stall" if name == "first-byte" => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 json(StatusCode::OK, Vec::new(), false)
@@ -249,6 +253,105 @@ impl MockUpstream {
 }
 
 /// `data` compressed with `encoding` (`gzip`, `deflate`, `br` or `zstd`).
+/// The redaction tokens (`<EMAIL_1>`) in `text`, each once, in order.
+pub fn tokens_in(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|c| *c == b'<') {
+        let at = i + off;
+        let end = b[at + 1..]
+            .iter()
+            .position(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_'))
+            .map(|p| at + 1 + p);
+        if let Some(e) = end.filter(|e| b[*e] == b'>') {
+            let t = &text[at..=e];
+            let shaped = t[1..t.len() - 1].rsplit_once('_').is_some_and(|(l, n)| {
+                !l.is_empty() && !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())
+            });
+            if shaped && !out.iter().any(|x| x == t) {
+                out.push(t.to_owned());
+            }
+            i = e + 1;
+        } else {
+            i = at + 1;
+        }
+    }
+    out
+}
+
+fn echo(body: &[u8], stream: bool) -> Response<Body> {
+    let tokens = tokens_in(&String::from_utf8_lossy(body));
+    let text = format!("Noted: {}.", tokens.join(" and "));
+    let input = serde_json::json!({ "to": tokens.join(", "), "note": "as asked" });
+    if !stream {
+        let m = serde_json::json!({
+            "id": "msg_echo", "type": "message", "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [
+                {"type": "text", "text": text},
+                {"type": "tool_use", "id": "toolu_echo", "name": "send_mail", "input": input},
+            ],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 40, "output_tokens": 20},
+        });
+        return json(StatusCode::OK, m.to_string().into_bytes(), true);
+    }
+    let frame = |event: &str, data: serde_json::Value| {
+        Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+    };
+    let mut frames = vec![
+        frame(
+            "message_start",
+            serde_json::json!({"type": "message_start", "message": {
+            "id": "msg_echo", "type": "message", "role": "assistant", "content": [],
+            "model": "claude-sonnet-4-5-20250929", "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 40, "output_tokens": 1}}}),
+        ),
+        frame(
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
+    ];
+    // Three-byte pieces: every token is split over several deltas.
+    let pieces = |s: &str| -> Vec<String> {
+        let chars: Vec<char> = s.chars().collect();
+        chars.chunks(3).map(|c| c.iter().collect()).collect()
+    };
+    for p in pieces(&text) {
+        frames.push(frame(
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta",
+            "index": 0, "delta": {"type": "text_delta", "text": p}}),
+        ));
+    }
+    frames.push(frame(
+        "content_block_stop",
+        serde_json::json!({"type": "content_block_stop", "index": 0}),
+    ));
+    frames.push(frame("content_block_start", serde_json::json!({"type": "content_block_start", "index": 1,
+        "content_block": {"type": "tool_use", "id": "toolu_echo", "name": "send_mail", "input": {}}})));
+    for p in pieces(&input.to_string()) {
+        frames.push(frame(
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta",
+            "index": 1, "delta": {"type": "input_json_delta", "partial_json": p}}),
+        ));
+    }
+    frames.push(frame(
+        "content_block_stop",
+        serde_json::json!({"type": "content_block_stop", "index": 1}),
+    ));
+    frames.push(frame("message_delta", serde_json::json!({"type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 20}})));
+    frames.push(frame(
+        "message_stop",
+        serde_json::json!({"type": "message_stop"}),
+    ));
+    sse(frames, None)
+}
+
 pub fn compress(encoding: &str, data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     match encoding {
@@ -342,6 +445,7 @@ pub struct GatewayOpts {
     pub metrics: Option<ai_gateway::server::MetricsEndpoint>,
     pub ratelimit: Option<ai_gateway::ratelimit::RateLimitLayer>,
     pub budget: Option<ai_gateway::budget::BudgetLayer>,
+    pub redact: Option<ai_gateway::redact::RedactLayer>,
     pub admin_token: Option<&'static str>,
 }
 
@@ -361,6 +465,7 @@ impl Default for GatewayOpts {
             metrics: None,
             ratelimit: None,
             budget: None,
+            redact: None,
             admin_token: None,
         }
     }
@@ -446,6 +551,7 @@ where
         audit: opts.audit,
         ratelimit: opts.ratelimit,
         budget: opts.budget,
+        redact: opts.redact,
         admin_token: opts.admin_token.map(Into::into),
         metrics: opts.metrics,
     };
