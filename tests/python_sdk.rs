@@ -82,6 +82,19 @@ async fn official_anthropic_sdk_against_the_gateway() {
         },
     )
     .await;
+    // A fifth with redaction, in front of its own upstream so what reached it can be
+    // checked after the SDK ran (the mock answers `echo/tokens` with the tokens it got).
+    let redact_up = MockUpstream::start().await;
+    let redacting = start_gateway(
+        &redact_up.url(),
+        GatewayOpts {
+            redact: Some(ai_gateway::redact::RedactLayer::new(
+                ai_gateway::redact::Redactor::new(ai_gateway::redact::RedactPolicy::default()),
+            )),
+            ..GatewayOpts::default()
+        },
+    )
+    .await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let out = tokio::process::Command::new(&py)
         .args([
@@ -99,6 +112,7 @@ async fn official_anthropic_sdk_against_the_gateway() {
         .env("GATEWAY_KEY", &key)
         .env("GATEWAY_LIMITED_URL", format!("http://{limited}"))
         .env("GATEWAY_BUDGET_URL", format!("http://{budgeted}"))
+        .env("GATEWAY_REDACT_URL", format!("http://{redacting}"))
         .current_dir(&dir)
         .kill_on_drop(true)
         .output();
@@ -111,4 +125,24 @@ async fn official_anthropic_sdk_against_the_gateway() {
     assert!(out.status.success(), "the SDK tests failed:\n{stdout}");
     assert!(stdout.contains(" passed"), "pytest ran tests");
     assert!(!stdout.contains("skipped"), "no SDK test was skipped");
+    // What the SDK sent through the redacting gateway never reached its upstream.
+    let seen = redact_up.seen();
+    assert!(
+        seen.len() >= 2,
+        "the redaction SDK tests reached the upstream"
+    );
+    for s in seen {
+        let body = String::from_utf8_lossy(&s.body);
+        for value in [
+            "maria.lopez@north-wind.io",
+            "+44 20 7946 0958",
+            "Maria Lopez",
+        ] {
+            assert!(
+                !body.contains(value),
+                "{value} reached the upstream: {body}"
+            );
+        }
+        assert!(body.contains("<EMAIL_1>"), "{body}");
+    }
 }

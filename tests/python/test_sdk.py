@@ -267,3 +267,47 @@ def test_a_stream_cut_off_by_a_budget_ends_cleanly_and_the_next_call_is_a_402():
     assert exc.value.status_code == 402
     assert exc.value.body["error"]["type"] == "budget_exceeded"
     assert "sdk-budget" in exc.value.body["error"]["message"]
+
+
+REDACT_USER = [
+    {
+        "role": "user",
+        "content": "Please email maria.lopez@north-wind.io or call +44 20 7946 0958. "
+        "Regards,\nMaria Lopez",
+    }
+]
+REDACT_VALUES = ["maria.lopez@north-wind.io", "+44 20 7946 0958", "Maria Lopez"]
+
+
+def redact_client():
+    import os
+
+    url = os.environ.get("GATEWAY_REDACT_URL")
+    if not url:
+        pytest.fail("GATEWAY_REDACT_URL is not set: run through `cargo test --test python_sdk`")
+    return anthropic.Anthropic(base_url=url, api_key="caller-key", max_retries=0)
+
+
+def test_redacted_values_come_back_in_a_message():
+    # The upstream only ever sees <EMAIL_1>, <PHONE_1>, <PERSON_1> and answers with them;
+    # the caller reads the real values, in the text and in the tool call's arguments.
+    msg = redact_client().messages.create(model="echo/tokens", max_tokens=64, messages=REDACT_USER)
+    text = msg.content[0].text
+    for v in REDACT_VALUES:
+        assert v in text, text
+    assert "<EMAIL_1>" not in text
+    tool = msg.content[1]
+    assert tool.type == "tool_use"
+    assert "maria.lopez@north-wind.io" in tool.input["to"]
+
+
+def test_redacted_values_come_back_in_a_stream():
+    with redact_client().messages.stream(
+        model="echo/tokens", max_tokens=64, messages=REDACT_USER
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    for v in REDACT_VALUES:
+        assert v in text, text
+    assert "<" not in text
+    assert final.content[1].input["to"].startswith("maria.lopez@north-wind.io")
