@@ -842,6 +842,9 @@ impl Detectors {
             AhoCorasick::builder()
                 .ascii_case_insensitive(ci)
                 .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                // A full DFA: one table lookup per byte where the prefilter cannot skip
+                // (case-insensitive keywords start with common letters).
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                 .build(lits)
                 .map_err(|e| BuildError(e.to_string()))
         };
