@@ -20,7 +20,9 @@
 //! request, `--ratelimit redis://...` the same on a Redis; `--budget memory` holds every call to
 //! three budgets (per subject daily, per tenant monthly with the stream cut-off, global
 //! lifetime; none ever refuses) with reserve, pricing and settle on every request,
-//! `--budget redis://...` the same on a Redis. Requests are the 2 KB Messages request
+//! `--budget redis://...` the same on a Redis; `--redact` runs the redaction layer with the
+//! default policy over every request (the 2 KB request holds no personal data: the scan
+//! runs, nothing is rewritten). Requests are the 2 KB Messages request
 //! of `benches/data/request_2k.json`; non-streaming answers replay
 //! `tests/fixtures/anthropic/message_basic.json`, streaming answers replay
 //! `tests/fixtures/anthropic/stream_text.sse` one event per write.
@@ -126,6 +128,7 @@ fn start_gateway(
     audit: Option<ai_gateway::audit::Fsync>,
     ratelimit: Option<String>,
     budget: Option<String>,
+    redact: bool,
 ) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -204,11 +207,17 @@ fn start_gateway(
                     BudgetLayer::with_store(policy, PriceTable::defaults(), redis)
                 }
             });
+            let redact = redact.then(|| {
+                use ai_gateway::redact::{RedactLayer, RedactPolicy, Redactor};
+                println!("--redact: every request scanned by the built-in detectors");
+                RedactLayer::new(Redactor::new(RedactPolicy::default()))
+            });
             let config = ServerConfig {
                 auth,
                 audit,
                 ratelimit,
                 budget,
+                redact,
                 ..ServerConfig::default()
             };
             if demo {
@@ -263,6 +272,7 @@ fn main() {
     let mut audit = None;
     let mut ratelimit = None;
     let mut budget = None;
+    let mut redact = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -272,6 +282,7 @@ fn main() {
             "--auth" => auth = true,
             "--ratelimit" => ratelimit = Some(args.next().unwrap_or_else(|| "memory".to_owned())),
             "--budget" => budget = Some(args.next().unwrap_or_else(|| "memory".to_owned())),
+            "--redact" => redact = true,
             "--audit" => {
                 audit = Some(match args.next().as_deref() {
                     Some("always") | None => ai_gateway::audit::Fsync::Always,
@@ -282,7 +293,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth] [--audit always|DURATION] [--ratelimit memory|REDIS_URL] [--budget memory|REDIS_URL]"
+                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth] [--audit always|DURATION] [--ratelimit memory|REDIS_URL] [--budget memory|REDIS_URL] [--redact]"
                 );
                 return;
             }
@@ -322,7 +333,7 @@ fn main() {
         AuthLayer::keys(MemoryKeys::new(records).expect("store"), hasher)
     });
     let up = start_upstream();
-    let gw = start_gateway(up, demo, auth, audit, ratelimit, budget);
+    let gw = start_gateway(up, demo, auth, audit, ratelimit, budget, redact);
     if demo {
         println!(
             "--demo: the gateway answers from its demo upstream (server-side cost only, no upstream hop)"

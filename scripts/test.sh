@@ -65,6 +65,8 @@ cargo check --locked --quiet -p ai-budget
 cargo check --locked --quiet -p ai-budget --features redis
 cargo check --locked --quiet -p ai-budget --features webhook
 cargo check --locked --quiet --no-default-features --features budget
+cargo check --locked --quiet -p ai-redact
+cargo check --locked --quiet --no-default-features --features redact
 cargo check --locked --quiet -p ai-auth
 cargo check --locked --quiet -p ai-core --no-default-features
 cargo check --locked --quiet -p ai-core --features test-util

@@ -125,3 +125,56 @@ async fn a_budget_inside_an_axum_router_prices_calls_and_serves_its_standing() {
     assert_eq!(v[0]["spent_usd"], cost.as_str());
     assert_eq!(v[0]["cap_usd"], "5.00");
 }
+
+#[tokio::test]
+async fn redaction_inside_an_axum_router_blocks_and_tokenizes() {
+    use ai_gateway::core::DataCategory;
+    use ai_gateway::core::test_util::{MockProvider, Script};
+    use ai_gateway::redact::{Action, RedactLayer, RedactPolicy, Redactor};
+    let upstream = MockProvider::always(Script::text("Sent to <EMAIL_1>."));
+    let policy = RedactPolicy::default().set(DataCategory::Credential, Action::Block);
+    let messages = ServiceBuilder::new()
+        .layer(MessagesCodecLayer::new())
+        .layer(RedactLayer::new(Redactor::new(policy)))
+        .service(upstream.clone());
+    let app = Router::new().route_service("/v1/messages", messages);
+    let post = |text: &str| {
+        Request::post("/v1/messages")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                serde_json::json!({"model": "m", "max_tokens": 32,
+                    "messages": [{"role": "user", "content": text}]})
+                .to_string(),
+            ))
+            .expect("request")
+    };
+    let resp = app
+        .clone()
+        .oneshot(post("Mail the invoice to li.wei@harbor-freight.cn"))
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["content"][0]["text"], "Sent to li.wei@harbor-freight.cn.");
+    let sent = serde_json::to_string(&upstream.requests()[0].body).expect("json");
+    assert!(
+        sent.contains("<EMAIL_1>") && !sent.contains("harbor-freight"),
+        "{sent}"
+    );
+
+    let key = format!("ghp_{}", "a1B2c3D4e5".repeat(4));
+    let resp = app
+        .oneshot(post(&format!("my token is {key}")))
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("permission_error") && text.contains("credential"),
+        "{text}"
+    );
+    assert!(!text.contains(&key), "{text}");
+    assert_eq!(upstream.requests().len(), 1, "the blocked call never left");
+}

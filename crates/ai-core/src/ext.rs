@@ -697,6 +697,7 @@ mod tests {
                 categories: DataCategories::NONE.with(DataCategory::Pii),
             },
             tools: ComponentClass::default(),
+            tool_results: ComponentClass::default(),
         };
         assert_eq!(c.overall().level, DataClass::Restricted);
         assert_eq!(c.overall().categories.to_string(), "pii+phi");
