@@ -22,11 +22,13 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 # A real redis-server on 127.0.0.1 for the rate-limit store tests (started by the tests).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# Tesseract for ai-redact's `ocr` feature (text in images: crates/ai-redact/tests/ocr.rs).
+command -v tesseract >/dev/null || need_apt+=(tesseract-ocr tesseract-ocr-eng)
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
-echo "ok: python3 $(python3 --version 2>&1 | cut -d' ' -f2), $(promtool --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3)"
+echo "ok: python3 $(python3 --version 2>&1 | cut -d' ' -f2), $(promtool --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3), $(tesseract --version 2>&1 | head -1)"
 
 step "python venv with the official SDKs"
 if [ ! -x .venv/bin/python ]; then
@@ -66,6 +68,8 @@ cargo check --locked --quiet -p ai-budget --features redis
 cargo check --locked --quiet -p ai-budget --features webhook
 cargo check --locked --quiet --no-default-features --features budget
 cargo check --locked --quiet -p ai-redact
+cargo check --locked --quiet -p ai-redact --features ocr
+cargo clippy --locked --quiet -p ai-redact --features ocr --all-targets -- -D warnings
 cargo check --locked --quiet --no-default-features --features redact
 cargo check --locked --quiet -p ai-auth
 cargo check --locked --quiet -p ai-core --no-default-features
@@ -76,6 +80,10 @@ mkdir -p target
 cargo test --workspace --locked --no-fail-fast -- --skip official_anthropic_sdk 2>&1 | tee target/test-output.txt
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 echo "rust tests passed: $passed"
+
+step "feature ocr: text in images read by Tesseract goes through the detectors"
+cargo test --locked -p ai-redact --features ocr --test ocr
+cargo test --locked --features ocr --lib config::tests::redact_ocr
 
 step "feature otlp: the gen_ai spans reach an OTLP/HTTP collector"
 cargo test --locked --features otlp --test otlp

@@ -95,6 +95,11 @@ pub struct RedactSection {
     pub injection_threshold: f32,
     /// `flag` (default: recorded), `strip` (hidden text removed) or `block` (403).
     pub injection_action: String,
+    /// Read the text in base64 images with Tesseract and scan it too (needs the gateway
+    /// built with `--features ocr` and the `tesseract` binary). Default `false`.
+    pub ocr: bool,
+    /// Tesseract languages, e.g. `eng+hin`. Default `eng`.
+    pub ocr_lang: String,
     /// Custom detectors, added to the built-in ones.
     pub detectors: Vec<DetectorEntry>,
 }
@@ -146,6 +151,8 @@ impl Default for RedactSection {
             tool_results: "transform".to_owned(),
             injection_threshold: 0.7,
             injection_action: "flag".to_owned(),
+            ocr: false,
+            ocr_lang: "eng".to_owned(),
             detectors: Vec::new(),
         }
     }
@@ -241,9 +248,22 @@ impl RedactSection {
         let detectors = ai_redact::Detectors::new(specs)
             .map_err(|e| err(e.to_string()))?
             .min_confidence(self.min_confidence);
-        Ok(ai_redact::RedactLayer::new(
-            ai_redact::Redactor::with_detectors(detectors, policy),
-        ))
+        let layer =
+            ai_redact::RedactLayer::new(ai_redact::Redactor::with_detectors(detectors, policy));
+        if !self.ocr {
+            return Ok(layer);
+        }
+        #[cfg(feature = "ocr")]
+        {
+            Ok(layer.ocr(ai_redact::ocr::Ocr::new().lang(self.ocr_lang.clone())))
+        }
+        #[cfg(not(feature = "ocr"))]
+        {
+            Err(err(
+                "ocr = true needs the gateway built with --features ocr (and the tesseract binary)"
+                    .to_owned(),
+            ))
+        }
     }
 }
 
@@ -1768,6 +1788,8 @@ mod tests {
             "tool_results",
             "injection_threshold",
             "injection_action",
+            "ocr",
+            "ocr_lang",
             "label",
             "category",
             "pattern",
@@ -1971,6 +1993,19 @@ mod tests {
             bad("[[redact.detectors]]\nname = \"d\"\nlabel = \"D\"\ncategory = \"pii\"\npattern = \"(\"\n")
                 .contains("detector d")
         );
+    }
+
+    #[test]
+    fn redact_ocr() {
+        let c = GatewayConfig::parse("[redact]\nenabled = true\nocr = true\n", "g.toml", env)
+            .expect("parses");
+        let built = c.redact.build();
+        if cfg!(feature = "ocr") {
+            assert!(built.is_ok());
+        } else {
+            let e = built.expect_err("needs the feature").to_string();
+            assert!(e.contains("--features ocr"), "{e}");
+        }
     }
 
     #[test]

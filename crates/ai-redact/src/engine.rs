@@ -111,6 +111,8 @@ pub struct Outcome {
     pub stripped: bool,
     /// Images and documents seen.
     pub attachments: u32,
+    /// Images replaced because the text read in them carried a category to remove.
+    pub images_removed: u32,
 }
 
 impl Outcome {
@@ -130,14 +132,20 @@ pub struct Redactor {
 enum Field<'a> {
     Text(&'a mut String),
     Json(&'a mut RawJson),
-    Media,
+    /// An image block (replaceable) or a base64 document (`None`).
+    Media(Option<&'a mut ContentBlock>),
 }
 
 enum Scanned {
     Text(Vec<Finding>),
     Json(Option<(Value, Vec<Vec<Finding>>)>),
-    Media,
+    /// An image; with OCR text that carried a category to remove, the label that replaces it.
+    Media(Option<String>),
 }
+
+/// The text read in each image of a request, in the order [`Redactor::images`] gave them
+/// (`None`: not read).
+pub type ImageTexts = Vec<Option<String>>;
 
 fn walk_content(
     c: &mut Content,
@@ -149,6 +157,10 @@ fn walk_content(
         Content::Text(t) => f(comp, retrieved, Field::Text(t)),
         Content::Blocks(blocks) => {
             for b in blocks {
+                if matches!(b, ContentBlock::Image(_)) {
+                    f(comp, retrieved, Field::Media(Some(b)));
+                    continue;
+                }
                 match b {
                     ContentBlock::Text(t) => f(comp, retrieved, Field::Text(&mut t.text)),
                     ContentBlock::ToolUse(u) => f(comp, retrieved, Field::Json(&mut u.input)),
@@ -165,12 +177,11 @@ fn walk_content(
                             f(Component::ToolResults, true, Field::Text(t));
                         }
                         if is_base64_source(&d.source) {
-                            f(Component::ToolResults, true, Field::Media);
+                            f(Component::ToolResults, true, Field::Media(None));
                         } else {
                             f(Component::ToolResults, true, Field::Json(&mut d.source));
                         }
                     }
-                    ContentBlock::Image(_) => f(comp, retrieved, Field::Media),
                     // Thinking is signed by the API: changing it would invalidate the turn.
                     _ => {}
                 }
@@ -250,13 +261,58 @@ impl Redactor {
         &self.policy
     }
 
+    /// The base64 images of `req` (media type and bytes), in walk order: what an OCR
+    /// step reads before [`Redactor::process_with_images`].
+    pub fn images(req: &mut MessagesRequest) -> Vec<(String, Vec<u8>)> {
+        use base64::Engine;
+        #[derive(serde::Deserialize)]
+        struct Source<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow)]
+            media_type: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow)]
+            data: Option<std::borrow::Cow<'a, str>>,
+        }
+        let mut out = Vec::new();
+        walk(req, &mut |_, _, field| {
+            if let Field::Media(Some(ContentBlock::Image(i))) = field {
+                let decoded = i.source.parse::<Source<'_>>().ok().and_then(|s| {
+                    if s.kind.as_deref() != Some("base64") {
+                        return None;
+                    }
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(s.data?.as_bytes())
+                        .ok()?;
+                    Some((s.media_type.unwrap_or_default().into_owned(), bytes))
+                });
+                out.push(decoded.unwrap_or_default());
+            }
+        });
+        out
+    }
+
     /// Classifies `req` and, unless the policy blocks it, rewrites it in place.
     pub fn process(&self, req: &mut MessagesRequest) -> Result<Outcome, Blocked> {
+        self.process_with_images(req, Vec::new())
+    }
+
+    /// [`Redactor::process`] with the text read in the request's images (feature `ocr`):
+    /// it counts in the image's component; an image whose text carries a category the
+    /// policy blocks refuses the request, and one whose text carries a category to mask,
+    /// redact or tokenize is replaced by a text block naming the categories (pixels cannot
+    /// be redacted).
+    pub fn process_with_images(
+        &self,
+        req: &mut MessagesRequest,
+        image_texts: ImageTexts,
+    ) -> Result<Outcome, Blocked> {
+        let mut image_texts = image_texts.into_iter();
         let mut out = Outcome::default();
         let mut cats = [DataCategories::NONE; 4];
         let mut scanned: Vec<Scanned> = Vec::new();
         let mut tokens = Vec::new();
-        let mut block: Option<Blocked> = None;
+        let mut block_reason: Option<Blocked> = None;
         let policy = &self.policy;
         let mut note = |comp: Component, found: &[Finding], block: &mut Option<Blocked>| {
             for f in found {
@@ -286,7 +342,7 @@ impl Redactor {
                 for (s, e) in &tokens {
                     vault.reserve(&t[*s..*e]);
                 }
-                note(comp, &found, &mut block);
+                note(comp, &found, &mut block_reason);
                 if retrieved {
                     score(comp, t);
                 }
@@ -308,7 +364,7 @@ impl Redactor {
                     for (a, b) in &tokens {
                         vault.reserve(&s[*a..*b]);
                     }
-                    note(comp, &found, &mut block);
+                    note(comp, &found, &mut block_reason);
                     if retrieved {
                         score(comp, s);
                     }
@@ -318,7 +374,30 @@ impl Redactor {
                 drop(strings);
                 scanned.push(Scanned::Json(any.then_some((value, per))));
             }
-            Field::Media => scanned.push(Scanned::Media),
+            Field::Media(block) => {
+                let is_image = block.is_some();
+                let text = if is_image {
+                    image_texts.next().flatten()
+                } else {
+                    None
+                };
+                let mut replace = None;
+                if let Some(t) = text {
+                    let mut found = Vec::new();
+                    tokens.clear();
+                    self.detectors.scan(&t, &mut found, &mut tokens);
+                    note(comp, &found, &mut block_reason);
+                    let remove: DataCategories = found
+                        .iter()
+                        .map(|f| f.category)
+                        .filter(|c| self.policy.action(*c) != Action::Allow)
+                        .collect();
+                    if !remove.is_empty() {
+                        replace = Some(format!("[IMAGE REMOVED: {remove}]"));
+                    }
+                }
+                scanned.push(Scanned::Media(replace));
+            }
         });
         out.classification = DataClassification {
             system: ComponentClass::of(cats[0]),
@@ -327,7 +406,7 @@ impl Redactor {
             tool_results: ComponentClass::of(cats[3]),
         };
         out.injection = injection;
-        if let Some(b) = block {
+        if let Some(b) = block_reason {
             return Err(b);
         }
         if self.policy.tool_results == ToolResultRule::NoEscalation {
@@ -354,11 +433,11 @@ impl Redactor {
         let transforms = scanned.iter().any(|s| match s {
             Scanned::Text(f) => !f.is_empty(),
             Scanned::Json(j) => j.is_some(),
-            Scanned::Media => false,
+            Scanned::Media(r) => r.is_some(),
         });
         out.attachments = scanned
             .iter()
-            .filter(|s| matches!(s, Scanned::Media))
+            .filter(|s| matches!(s, Scanned::Media(_)))
             .count() as u32;
         if !transforms && !strip {
             out.vault = vault;
@@ -367,6 +446,7 @@ impl Redactor {
         let mut queue = scanned.into_iter();
         let mut replaced = [0u32; 5];
         let mut stripped = false;
+        let mut out_images = 0u32;
         walk(req, &mut |_comp, retrieved, field| {
             let Some(entry) = queue.next() else {
                 return;
@@ -382,6 +462,10 @@ impl Redactor {
                             stripped = true;
                         }
                     }
+                }
+                (Field::Media(Some(b)), Scanned::Media(Some(label))) => {
+                    *b = ContentBlock::text(label);
+                    out_images += 1;
                 }
                 (Field::Json(raw), Scanned::Json(Some((mut value, per)))) => {
                     let mut targets = Vec::new();
@@ -405,6 +489,7 @@ impl Redactor {
         out.replaced = replaced;
         out.vault = vault;
         out.stripped = stripped;
+        out.images_removed = out_images;
         Ok(out)
     }
 

@@ -27,6 +27,8 @@ use tower::{Layer, Service};
 #[derive(Clone)]
 pub struct RedactLayer {
     redactor: Arc<Redactor>,
+    #[cfg(feature = "ocr")]
+    ocr: Option<Arc<crate::ocr::Ocr>>,
 }
 
 impl fmt::Debug for RedactLayer {
@@ -42,7 +44,18 @@ impl RedactLayer {
     pub fn new(redactor: Redactor) -> Self {
         RedactLayer {
             redactor: Arc::new(redactor),
+            #[cfg(feature = "ocr")]
+            ocr: None,
         }
+    }
+
+    /// Reads the text in base64 images with `ocr` and runs the detectors over it
+    /// (feature `ocr`): see [`Redactor::process_with_images`]. An image that cannot be
+    /// read refuses the request (503): it is never sent unchecked.
+    #[cfg(feature = "ocr")]
+    pub fn ocr(mut self, ocr: crate::ocr::Ocr) -> Self {
+        self.ocr = Some(Arc::new(ocr));
+        self
     }
 
     /// The redactor.
@@ -57,6 +70,8 @@ impl<S> Layer<S> for RedactLayer {
         RedactService {
             inner,
             redactor: self.redactor.clone(),
+            #[cfg(feature = "ocr")]
+            ocr: self.ocr.clone(),
         }
     }
 }
@@ -66,6 +81,8 @@ impl<S> Layer<S> for RedactLayer {
 pub struct RedactService<S> {
     inner: S,
     redactor: Arc<Redactor>,
+    #[cfg(feature = "ocr")]
+    ocr: Option<Arc<crate::ocr::Ocr>>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for RedactService<S> {
@@ -132,7 +149,10 @@ fn blocked(parts: &http::request::Parts, b: &Blocked, o: Option<&Outcome>) -> Ai
 
 impl<S> Service<Request<MessagesRequest>> for RedactService<S>
 where
-    S: Service<Request<MessagesRequest>, Response = Response<AiBody>, Error = AiError>,
+    S: Service<Request<MessagesRequest>, Response = Response<AiBody>, Error = AiError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<AiBody>;
@@ -144,27 +164,92 @@ where
     }
 
     fn call(&mut self, req: Request<MessagesRequest>) -> Self::Future {
-        let (mut parts, mut body) = req.into_parts();
-        let outcome = match self.redactor.process(&mut body) {
-            Ok(o) => o,
-            Err(b) => {
-                let e = blocked(&parts, &b, None);
-                return std::future::ready(Err(e)).boxed();
+        #[cfg_attr(not(feature = "ocr"), allow(unused_mut))]
+        let (parts, mut body) = req.into_parts();
+        #[cfg(feature = "ocr")]
+        if let Some(ocr) = self.ocr.clone() {
+            let images = Redactor::images(&mut body);
+            if !images.is_empty() {
+                // The inner service was made ready for this call: take it, leave a clone.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let redactor = self.redactor.clone();
+                return async move {
+                    let texts = read_images(&ocr, &images).await?;
+                    forward(&redactor, &mut inner, parts, body, texts).await
+                }
+                .boxed();
             }
-        };
-        report(&parts, &outcome);
-        parts.extensions.insert(outcome.classification);
-        let fut = self.inner.call(Request::from_parts(parts, body));
-        if outcome.vault.is_empty() {
-            return fut.boxed();
         }
-        let vault = Arc::new(outcome.vault);
-        async move {
-            let resp = fut.await?;
-            Ok(resp.map(|b| rehydrate_body(b, vault)))
-        }
-        .boxed()
+        forward(&self.redactor, &mut self.inner, parts, body, Vec::new())
     }
+}
+
+#[cfg(feature = "ocr")]
+async fn read_images(
+    ocr: &crate::ocr::Ocr,
+    images: &[(String, Vec<u8>)],
+) -> Result<crate::engine::ImageTexts, AiError> {
+    if images.len() > ocr.image_limit() {
+        return Err(AiError::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "a request may carry at most {} images: each is read for sensitive data",
+                ocr.image_limit()
+            ),
+        ));
+    }
+    let mut texts = Vec::with_capacity(images.len());
+    for (_, bytes) in images {
+        if bytes.is_empty() {
+            texts.push(None);
+            continue;
+        }
+        match ocr.read(bytes).await {
+            Ok(t) => texts.push(Some(t)),
+            Err(e) => {
+                return Err(AiError::new(
+                    ErrorKind::Api,
+                    format!("an image could not be checked for sensitive data: {e}"),
+                )
+                .with_status(http::StatusCode::SERVICE_UNAVAILABLE));
+            }
+        }
+    }
+    Ok(texts)
+}
+
+/// Classifies and rewrites the request, calls `inner`, and rehydrates the answer.
+fn forward<S>(
+    redactor: &Redactor,
+    inner: &mut S,
+    mut parts: http::request::Parts,
+    mut body: MessagesRequest,
+    images: crate::engine::ImageTexts,
+) -> BoxFuture<'static, Result<Response<AiBody>, AiError>>
+where
+    S: Service<Request<MessagesRequest>, Response = Response<AiBody>, Error = AiError>,
+    S::Future: Send + 'static,
+{
+    let outcome = match redactor.process_with_images(&mut body, images) {
+        Ok(o) => o,
+        Err(b) => {
+            let e = blocked(&parts, &b, None);
+            return std::future::ready(Err(e)).boxed();
+        }
+    };
+    report(&parts, &outcome);
+    parts.extensions.insert(outcome.classification);
+    let fut = inner.call(Request::from_parts(parts, body));
+    if outcome.vault.is_empty() {
+        return fut.boxed();
+    }
+    let vault = Arc::new(outcome.vault);
+    async move {
+        let resp = fut.await?;
+        Ok(resp.map(|b| rehydrate_body(b, vault)))
+    }
+    .boxed()
 }
 
 /// `body` with the vault's tokens turned back into values.

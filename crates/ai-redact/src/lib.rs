@@ -12,6 +12,7 @@
 //! - [`Redactor`]: classifies and rewrites a [`MessagesRequest`](ai_core::MessagesRequest).
 //! - [`RedactLayer`]: the tower layer; [`Vault`] and [`StreamRehydrator`] put values back.
 //! - [`inject`]: the prompt-injection heuristic for tool results and documents.
+//! - `ocr` (feature `ocr`): text in images read with Tesseract and scanned too.
 //!
 //! ```
 //! use ai_core::test_util::{MockProvider, Script};
@@ -46,12 +47,14 @@ pub mod detect;
 pub mod engine;
 pub mod inject;
 pub mod layer;
+#[cfg(feature = "ocr")]
+pub mod ocr;
 pub mod policy;
 pub mod validate;
 pub mod vault;
 
 pub use detect::{DetectorSpec, Detectors, Finding, NaiveDetectors, Validator};
-pub use engine::{Blocked, Component, Outcome, Redactor};
+pub use engine::{Blocked, Component, ImageTexts, Outcome, Redactor};
 pub use inject::InjectionAction;
 pub use layer::{RedactLayer, RedactService};
 pub use policy::{Action, RedactPolicy, ToolResultRule};
