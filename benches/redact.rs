@@ -104,6 +104,39 @@ fn scan(c: &mut Criterion) {
         });
     }
     g.finish();
+    // Where the time goes: each trigger group alone on the clean text.
+    let text = clean();
+    let mut g = c.benchmark_group("redact/scan_by_trigger_clean_1mb");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    fn kind(t: &detect::Trigger) -> &'static str {
+        match t {
+            detect::Trigger::Digit => "digits",
+            detect::Trigger::Prefix {
+                case_insensitive: true,
+                ..
+            } => "keywords",
+            detect::Trigger::Prefix { .. } => "prefixes",
+            detect::Trigger::Infix { .. } => "infix",
+            _ => "full",
+        }
+    }
+    for name in ["digits", "prefixes", "keywords", "infix"] {
+        let specs: Vec<_> = detect::builtin()
+            .into_iter()
+            .filter(|s| kind(&s.trigger) == name)
+            .collect();
+        let d = Detectors::new(specs).expect("subset");
+        let (mut found, mut tokens) = (Vec::new(), Vec::new());
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                found.clear();
+                tokens.clear();
+                d.scan(&text, &mut found, &mut tokens);
+                found.len()
+            })
+        });
+    }
+    g.finish();
 }
 
 fn rehydrate(c: &mut Criterion) {

@@ -2,15 +2,20 @@
 //!
 //! Every detector is a regular expression with a category, a label (what a redaction or a
 //! token calls the value), a confidence, an optional validator and optional context
-//! keywords. [`Detectors`] compiles all of them into one `regex-automata` meta regex (one
-//! lazy DFA with a literal prefilter where the patterns allow it) and walks a string once;
-//! a candidate that fails its validator is offered to the other detectors anchored at the
-//! same place, then the search moves past the word.
+//! keywords, and a [`Trigger`] that says where it can match. [`Detectors`] compiles the
+//! detectors of each trigger into one `regex-automata` automaton and walks a string once
+//! per trigger: regions around digits (found eight bytes at a time), places where a
+//! literal prefix starts (Aho-Corasick), places around an infix literal (`@`, `://`), and
+//! the whole string for detectors that promise nothing. A candidate that fails its
+//! validator is offered to the other detectors anchored at the same place, then the search
+//! moves past the word; overlapping findings go to the more confident detector.
 
 use crate::validate;
 use aho_corasick::AhoCorasick;
 use ai_core::DataCategory;
+use regex_automata::hybrid;
 use regex_automata::meta::Regex;
+use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
 use std::fmt;
@@ -255,9 +260,8 @@ fn phone_ok(v: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Trigger {
-    /// Every match holds an ASCII digit or `@` and starts at most 48 bytes before its
-    /// first digit (256 before an `@`), and is at most 256 bytes long: the pattern runs
-    /// only around digits and `@`.
+    /// Every match holds an ASCII digit and starts at most 48 bytes before its first
+    /// digit: the pattern runs only in the regions around digits.
     Digit,
     /// Every match starts with one of these literals (ASCII case-insensitive when
     /// `case_insensitive`): the pattern runs only where one occurs.
@@ -266,6 +270,15 @@ pub enum Trigger {
         literals: Vec<String>,
         /// Whether case is ignored.
         case_insensitive: bool,
+    },
+    /// Every match contains `literal` and starts where the run of `word` bytes (ASCII)
+    /// right before its first occurrence starts: e-mail around `@`, URLs around `://`.
+    /// The pattern runs anchored there only.
+    Infix {
+        /// The literal every match contains.
+        literal: String,
+        /// The bytes a match may start with, back from the literal.
+        word: String,
     },
     /// No promise: the pattern runs over every byte (custom detectors without
     /// `prefixes`; one more pass per string).
@@ -323,9 +336,18 @@ impl DetectorSpec {
         }
     }
 
-    /// Runs only around digits and `@` ([`Trigger::Digit`]).
+    /// Runs only around digits ([`Trigger::Digit`]).
     pub fn around_digits(mut self) -> Self {
         self.trigger = Trigger::Digit;
+        self
+    }
+
+    /// Runs only around `literal` ([`Trigger::Infix`]).
+    pub fn infix(mut self, literal: &str, word: &str) -> Self {
+        self.trigger = Trigger::Infix {
+            literal: literal.to_owned(),
+            word: word.to_owned(),
+        };
         self
     }
 
@@ -385,6 +407,9 @@ impl Finding {
         self.start..self.end
     }
 }
+
+const LOCAL_PART: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-";
+const SCHEME: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-";
 
 /// The built-in detectors (see `docs/ai-redact.md` for what each finds and misses).
 pub fn builtin() -> Vec<DetectorSpec> {
@@ -573,7 +598,7 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Pii,
             format!(r"[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,24}}{B}"),
         )
-        .around_digits()
+        .infix("@", LOCAL_PART)
         .validator(V::Email)
         .confidence(0.95),
         d(
@@ -582,7 +607,7 @@ pub fn builtin() -> Vec<DetectorSpec> {
             Secret,
             r"[A-Za-z][A-Za-z0-9+.-]*://[!-~--[/:@]]+:([!-~--[/@]]{3,})@[A-Za-z0-9.-]+".to_owned(),
         )
-        .around_digits()
+        .infix("://", SCHEME)
         .validator(V::UrlPassword)
         .confidence(0.95),
         d(
@@ -704,9 +729,9 @@ const TOKEN_SHAPE: &str = r"<[A-Z][A-Z0-9_]{0,31}_[0-9]{1,9}>";
 
 /// Bytes before a digit a [`Trigger::Digit`] match may start.
 const DIGIT_BACK: usize = 48;
-/// Bytes before an `@` a [`Trigger::Digit`] match may start.
-const AT_BACK: usize = 256;
-/// Bytes after the last digit or `@` a [`Trigger::Digit`] region keeps going.
+/// Bytes after its literal an [`Trigger::Infix`] match may end.
+const INFIX_AHEAD: usize = 320;
+/// Bytes after the last digit a [`Trigger::Digit`] region keeps going.
 const DIGIT_AHEAD: usize = 64;
 
 /// One automaton over a group of detectors.
@@ -734,17 +759,76 @@ impl Group {
     }
 }
 
-/// Every detector compiled into three automata: those that run around digits and `@`,
-/// those that run where one of their literal prefixes occurs, and the rest.
+type CacheFn = Box<
+    dyn Fn() -> hybrid::dfa::Cache
+        + Send
+        + Sync
+        + std::panic::UnwindSafe
+        + std::panic::RefUnwindSafe,
+>;
+
+struct AnchoredDfa {
+    dfa: hybrid::dfa::DFA,
+    caches: Pool<hybrid::dfa::Cache, CacheFn>,
+}
+
+impl fmt::Debug for AnchoredDfa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AnchoredDfa")
+    }
+}
+
+impl AnchoredDfa {
+    fn build(patterns: &[&str]) -> Option<AnchoredDfa> {
+        let dfa = hybrid::dfa::DFA::builder()
+            .syntax(syntax::Config::new())
+            .configure(hybrid::dfa::DFA::config().cache_capacity(2 * 1024 * 1024))
+            .build_many(patterns)
+            .ok()?;
+        let d = dfa.clone();
+        let create: CacheFn = Box::new(move || d.create_cache());
+        Some(AnchoredDfa {
+            dfa,
+            caches: Pool::new(create),
+        })
+    }
+
+    /// The leftmost-first match starting exactly at `at`: (pattern, end). `Err` when the
+    /// lazy DFA gave up (the caller searches again with the meta regex).
+    fn at(&self, text: &str, at: usize) -> Result<Option<(usize, usize)>, ()> {
+        let mut cache = self.caches.get();
+        let input = Input::new(text).range(at..).anchored(Anchored::Yes);
+        match self.dfa.try_search_fwd(&mut cache, &input) {
+            Ok(m) => Ok(m.map(|h| (h.pattern().as_usize(), h.offset()))),
+            Err(_) => Err(()),
+        }
+    }
+}
+
+/// A detector that runs around a literal ([`Trigger::Infix`]).
+#[derive(Clone, Debug)]
+struct Infix {
+    finder: memchr::memmem::Finder<'static>,
+    word: Box<[bool; 256]>,
+    id: usize,
+}
+
+/// Every detector compiled by trigger ([`Trigger`]): one automaton for those that run
+/// around digits, one for those that run where one of their literal prefixes occurs, one
+/// for the rest, and a literal finder per infix detector.
 #[derive(Clone)]
 pub struct Detectors {
     specs: Arc<[DetectorSpec]>,
     digit: Option<Group>,
     prefix: Option<(Group, AhoCorasick, Option<AhoCorasick>)>,
+    /// The prefix group as a forward lazy DFA: at a literal the start is known, only the
+    /// end is needed, so one anchored forward walk replaces the meta regex's search.
+    anchored: Option<Arc<AnchoredDfa>>,
     full: Option<Group>,
     /// Each detector on its own: value groups and anchored re-tries (a small automaton
     /// is much cheaper there than the shared one).
     singles: Arc<[Regex]>,
+    infix: Arc<[Infix]>,
     context: Arc<[Option<AhoCorasick>]>,
     groups: Arc<[bool]>,
     min_confidence: f32,
@@ -785,6 +869,7 @@ impl Detectors {
         let mut groups = Vec::with_capacity(specs.len());
         let mut singles = Vec::with_capacity(specs.len());
         let (mut digit, mut prefix, mut full) = (Vec::new(), Vec::new(), Vec::new());
+        let mut infix = Vec::new();
         let (mut literals_cs, mut literals_ci) = (Vec::new(), Vec::new());
         for (i, s) in specs.iter().enumerate() {
             if s.label.is_empty()
@@ -834,6 +919,23 @@ impl Detectors {
                         literals_cs.extend(literals.iter().cloned());
                     }
                 }
+                Trigger::Infix { literal, word } => {
+                    if literal.is_empty() || !word.is_ascii() {
+                        return Err(BuildError(format!(
+                            "detector {}: an infix needs a literal and ASCII word bytes",
+                            s.name
+                        )));
+                    }
+                    let mut set = [false; 256];
+                    for b in word.bytes() {
+                        set[usize::from(b)] = true;
+                    }
+                    infix.push(Infix {
+                        finder: memchr::memmem::Finder::new(literal.as_bytes()).into_owned(),
+                        word: Box::new(set),
+                        id: i,
+                    });
+                }
                 Trigger::Full => full.push((s.pattern.as_str(), i)),
             }
         }
@@ -845,8 +947,16 @@ impl Detectors {
                 // A full DFA: one table lookup per byte where the prefilter cannot skip
                 // (case-insensitive keywords start with common letters).
                 .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                // Keywords start with common letters: a start-byte prefilter would stop
+                // on most bytes and cost more than it skips.
+                .prefilter(!ci)
                 .build(lits)
                 .map_err(|e| BuildError(e.to_string()))
+        };
+        let anchored = if prefix.is_empty() {
+            None
+        } else {
+            AnchoredDfa::build(&prefix.iter().map(|(p, _)| *p).collect::<Vec<_>>()).map(Arc::new)
         };
         let prefix = match Group::build(&prefix)? {
             Some(g) => {
@@ -877,8 +987,10 @@ impl Detectors {
             digit: Group::build(&digit)?,
             full: Group::build(&full)?,
             prefix,
+            anchored,
             specs: specs.into(),
             singles: singles.into(),
+            infix: infix.into(),
             context: context.into(),
             groups: groups.into(),
             min_confidence: 0.5,
@@ -910,6 +1022,9 @@ impl Detectors {
                 self.scan_prefixed(g, ci, text, out, tokens);
             }
         }
+        for inf in self.infix.iter() {
+            self.scan_infix(inf, text, out);
+        }
         if let Some(g) = &self.full {
             self.scan_range(g, text, 0, text.len(), out, tokens);
         }
@@ -926,7 +1041,7 @@ impl Detectors {
         }
     }
 
-    /// Runs the digit group over the regions around digits and `@`.
+    /// Runs the digit group over the regions around digits.
     fn scan_digits(
         &self,
         g: &Group,
@@ -938,14 +1053,12 @@ impl Detectors {
         let mut from = 0;
         let mut done = 0;
         while let Some(t) = next_trigger(b, from) {
-            let back = if b[t] == b'@' { AT_BACK } else { DIGIT_BACK };
-            let start = floor_boundary(text, t.saturating_sub(back).max(done));
+            let start = floor_boundary(text, t.saturating_sub(DIGIT_BACK).max(done));
             let mut end = t + 1 + DIGIT_AHEAD;
             let mut last = t;
             // Grow the region while the next trigger is close enough to overlap it.
             while let Some(n) = next_trigger(b, last + 1) {
-                let nb = if b[n] == b'@' { AT_BACK } else { DIGIT_BACK };
-                if n.saturating_sub(nb) > end {
+                if n.saturating_sub(DIGIT_BACK) > end {
                     break;
                 }
                 end = n + 1 + DIGIT_AHEAD;
@@ -954,6 +1067,31 @@ impl Detectors {
             let end = ceil_boundary(text, end.min(b.len()));
             done = self.scan_range(g, text, start, end, out, tokens).max(end);
             from = done.max(last + 1);
+        }
+    }
+
+    /// Runs one infix detector around each occurrence of its literal.
+    fn scan_infix(&self, inf: &Infix, text: &str, out: &mut Vec<Finding>) {
+        let b = text.as_bytes();
+        let mut covered = 0;
+        for p in inf.finder.find_iter(b) {
+            if p < covered {
+                continue;
+            }
+            let mut start = p;
+            while start > covered && inf.word[usize::from(b[start - 1])] {
+                start -= 1;
+            }
+            // Leftmost match from the start of the run (it may begin a few bytes in: a
+            // local part cannot start with `.`), within a bounded window.
+            let end = ceil_boundary(text, (p + INFIX_AHEAD).min(b.len()));
+            let input = Input::new(text).range(start..end);
+            if let Some(m) = self.singles[inf.id].search(&input) {
+                if let Some(f) = self.accept(text, inf.id, m.start(), m.end()) {
+                    out.push(f);
+                }
+                covered = m.end().max(p + 1);
+            }
         }
     }
 
@@ -972,19 +1110,21 @@ impl Detectors {
                 break;
             };
             let s = hit.start();
-            let input = Input::new(text).range(s..).anchored(Anchored::Yes);
-            at = match g.regex.search(&input) {
-                Some(m) => match self.candidate(
-                    g,
-                    text,
-                    m.pattern().as_usize(),
-                    m.start(),
-                    m.end(),
-                    tokens,
-                ) {
+            let found = match self.anchored.as_deref().map(|d| d.at(text, s)) {
+                Some(Ok(m)) => m,
+                // No lazy DFA, or it gave up: the meta regex.
+                Some(Err(())) | None => {
+                    let input = Input::new(text).range(s..).anchored(Anchored::Yes);
+                    g.regex
+                        .search(&input)
+                        .map(|m| (m.pattern().as_usize(), m.end()))
+                }
+            };
+            at = match found {
+                Some((pid, end)) => match self.candidate(g, text, pid, s, end, tokens) {
                     Some(f) => {
                         out.push(f);
-                        m.end().max(s + 1)
+                        end.max(s + 1)
                     }
                     None => s + 1,
                 },
@@ -1144,7 +1284,7 @@ fn resolve_overlaps(f: &mut [Finding]) {
     }
 }
 
-/// The next ASCII digit or `@` at or after `from`, eight bytes at a time.
+/// The next ASCII digit at or after `from`, eight bytes at a time.
 fn next_trigger(b: &[u8], from: usize) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
@@ -1157,9 +1297,7 @@ fn next_trigger(b: &[u8], from: usize) -> Option<usize> {
         let y = x & !HI;
         let ge30 = y.wrapping_add(0x50 * LO);
         let ge3a = y.wrapping_add(0x46 * LO);
-        let ge40 = y.wrapping_add(0x40 * LO);
-        let ge41 = y.wrapping_add(0x3F * LO);
-        let m = ((ge30 & !ge3a) | (ge40 & !ge41)) & !x & HI;
+        let m = ge30 & !ge3a & !x & HI;
         if m != 0 {
             return Some(i + (m.trailing_zeros() / 8) as usize);
         }
@@ -1167,7 +1305,7 @@ fn next_trigger(b: &[u8], from: usize) -> Option<usize> {
     }
     b[i.min(b.len())..]
         .iter()
-        .position(|c| c.is_ascii_digit() || *c == b'@')
+        .position(u8::is_ascii_digit)
         .map(|p| p + i)
 }
 
