@@ -87,7 +87,7 @@ impl Validator {
         match self {
             Validator::None => true,
             Validator::Luhn => validate::luhn(value),
-            Validator::Card => validate::card(value) && !in_longer_number(hay, start, end),
+            Validator::Card => validate::card(value) && !digit_adjacent(hay, start, end),
             Validator::Iban => validate::iban(value),
             Validator::Ssn => validate::ssn(value) && !in_longer_number(hay, start, end),
             Validator::Aadhaar => validate::aadhaar(value) && !in_longer_number(hay, start, end),
@@ -104,23 +104,31 @@ impl Validator {
     }
 }
 
+/// Whether a digit touches `start..end` (no separator between).
+fn digit_adjacent(hay: &str, start: usize, end: usize) -> bool {
+    let b = hay.as_bytes();
+    b.get(end).is_some_and(u8::is_ascii_digit) || (start > 0 && b[start - 1].is_ascii_digit())
+}
+
 /// Whether `start..end` is a piece of a longer run of digit groups (`1234 5678 9012`
 /// inside a 16-digit card, an SSN inside a tracking number).
 fn in_longer_number(hay: &str, start: usize, end: usize) -> bool {
     let b = hay.as_bytes();
-    let after = &b[end..];
-    let before = &b[..start];
-    let digit_after = match after {
-        [c, ..] if c.is_ascii_digit() => true,
-        [b' ' | b'-', c, ..] => c.is_ascii_digit(),
-        _ => false,
+    if digit_adjacent(hay, start, end) {
+        return true;
+    }
+    // A separator, then a group of three digits or more: the same number goes on
+    // (`1234 5678 9012` inside `1234 5678 9012 3456`); a short group (`12/27`, a date)
+    // does not.
+    let after = match &b[end..] {
+        [b' ' | b'-', rest @ ..] => rest.iter().take_while(|c| c.is_ascii_digit()).count(),
+        _ => 0,
     };
-    let digit_before = match before {
-        [.., c] if c.is_ascii_digit() => true,
-        [.., c, b' ' | b'-'] => c.is_ascii_digit(),
-        _ => false,
+    let before = match &b[..start] {
+        [rest @ .., b' ' | b'-'] => rest.iter().rev().take_while(|c| c.is_ascii_digit()).count(),
+        _ => 0,
     };
-    digit_after || digit_before
+    after >= 3 || before >= 3
 }
 
 fn person_ok(v: &str) -> bool {
@@ -408,6 +416,11 @@ impl Finding {
     }
 }
 
+/// A PEM private key's first line and its optional `Name: value` header lines.
+const PEM_HEAD: &str = r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----[ \t]*\r?\n?(?:[A-Za-z][A-Za-z0-9-]*:[^\r\n]*\r?\n)*";
+/// Its base64 body: no `-`, so a search stops at the next `-----` line (a key without
+/// its END line ends where the base64 does, and nothing scans on to the end of the text).
+const PEM_BODY: &str = r"[A-Za-z0-9+/=\r\n \t\\]*";
 const LOCAL_PART: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-";
 const SCHEME: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-";
 
@@ -427,7 +440,7 @@ pub fn builtin() -> Vec<DetectorSpec> {
             "private_key",
             "PRIVATE_KEY",
             Secret,
-            r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----[\x00-\x7F]*?-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----".to_owned(),
+            format!(r"{PEM_HEAD}{PEM_BODY}-----END[ A-Z0-9_-]{{0,40}}PRIVATE KEY(?: BLOCK)?-----"),
         )
         .prefixes(&["-----BEGIN"], false)
         .confidence(1.0),
@@ -435,7 +448,7 @@ pub fn builtin() -> Vec<DetectorSpec> {
             "private_key",
             "PRIVATE_KEY",
             Secret,
-            r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\r\n \t]*".to_owned(),
+            format!(r"{PEM_HEAD}{PEM_BODY}"),
         )
         .prefixes(&["-----BEGIN"], false)
         .confidence(1.0),
@@ -873,13 +886,14 @@ impl Detectors {
         let (mut literals_cs, mut literals_ci) = (Vec::new(), Vec::new());
         for (i, s) in specs.iter().enumerate() {
             if s.label.is_empty()
+                || s.label.len() > 32
                 || !s
                     .label
                     .bytes()
                     .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
             {
                 return Err(BuildError(format!(
-                    "detector {}: label {:?} must be upper-case ASCII letters, digits and _",
+                    "detector {}: label {:?} must be 1 to 32 upper-case ASCII letters, digits and _",
                     s.name, s.label
                 )));
             }
@@ -1230,8 +1244,17 @@ impl Detectors {
         } else {
             (start, end)
         };
-        if vs >= ve || !spec.validator.check(text, vs, ve) {
+        if vs >= ve {
             return None;
+        }
+        let mut ve = ve;
+        if !spec.validator.check(text, vs, ve) {
+            // A card number followed by more digit groups (expiry, CVV) was taken whole:
+            // try it shorter, group by group.
+            match spec.validator {
+                Validator::Card => ve = card_prefix(text, vs, ve)?,
+                _ => return None,
+            }
         }
         let mut confidence = spec.confidence;
         if let Some(ac) = &self.context[id] {
@@ -1261,23 +1284,45 @@ impl Detectors {
     }
 }
 
-/// Sorts findings by start and empties (`end = start`) each that overlaps a more
-/// confident (then longer, then earlier) one.
+/// The end of the longest prefix of `start..end` that ends at a group boundary and is a
+/// valid card number (13 digits at least).
+fn card_prefix(text: &str, start: usize, end: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    (start + 13..end)
+        .rev()
+        .filter(|&e| b[e - 1].is_ascii_digit() && matches!(b[e], b' ' | b'-'))
+        .find(|&e| validate::card(&text[start..e]) && !digit_adjacent(text, start, e))
+}
+
+/// How strict a category's handling is, for merging overlapping findings.
+fn strictness(c: DataCategory) -> u8 {
+    match c {
+        DataCategory::Secret | DataCategory::Credential => 3,
+        DataCategory::Pci => 2,
+        DataCategory::Phi => 1,
+        _ => 0,
+    }
+}
+
+/// Sorts findings by start and merges overlapping ones into one covering their union,
+/// under the stricter category (secret and credential, then pci, phi, pii), then the
+/// more confident detector: nothing one detector claimed is left in clear because
+/// another claimed part of it.
 fn resolve_overlaps(f: &mut [Finding]) {
     f.sort_by_key(|x| (x.start, std::cmp::Reverse(x.end)));
     let mut kept: Option<usize> = None;
     for i in 0..f.len() {
         match kept {
             Some(k) if f[i].start < f[k].end => {
-                let better = f[i].confidence > f[k].confidence
-                    || (f[i].confidence == f[k].confidence
-                        && f[i].end - f[i].start > f[k].end - f[k].start);
-                if better {
-                    f[k].end = f[k].start;
-                    kept = Some(i);
-                } else {
-                    f[i].end = f[i].start;
-                }
+                let (a, b) = (f[k], f[i]);
+                let rank = |x: &Finding| (strictness(x.category), x.confidence);
+                let win = if rank(&b) > rank(&a) { b } else { a };
+                f[k] = Finding {
+                    start: a.start,
+                    end: a.end.max(b.end),
+                    ..win
+                };
+                f[i].end = f[i].start;
             }
             _ => kept = Some(i),
         }
@@ -1397,6 +1442,37 @@ mod tests {
         assert_eq!(found("id 123e4567-e89b-12d3-a456-426614174000"), []);
         assert_eq!(found("see docs@example.com"), []);
         assert_eq!(found("<EMAIL_1> wrote"), []);
+    }
+
+    #[test]
+    fn pasted_card_details_and_overlaps() {
+        // Number, expiry and CVV as they are pasted.
+        assert_eq!(
+            found("card 4111 1111 1111 1111 12/27 123")[0],
+            ("card", "4111 1111 1111 1111".to_owned())
+        );
+        assert_eq!(
+            found("4242 4242 4242 4242 0327 123")[0],
+            ("card", "4242 4242 4242 4242".to_owned())
+        );
+        assert_eq!(
+            found("ssn 536-22-8726 12/03/1980")[0],
+            ("ssn", "536-22-8726".to_owned())
+        );
+        // The e-mail inside a connection string's password is merged into the stricter
+        // finding: nothing of the password stays in clear.
+        let f = found("postgres://app:Tr0ub!4dor@db.acme.io/x");
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].0, "connection_string");
+        assert!(f[0].1.starts_with("Tr0ub!4dor"), "{f:?}");
+        // A private key without its END line ends with its base64.
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\nQ29tZQ==\n and then prose";
+        let f = found(pem);
+        assert_eq!(f[0].0, "private_key");
+        assert!(
+            f[0].1.starts_with("-----BEGIN") && f[0].1.contains("Q29tZQ=="),
+            "{f:?}"
+        );
     }
 
     #[test]

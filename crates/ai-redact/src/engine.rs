@@ -60,6 +60,13 @@ pub enum Blocked {
         /// The category only the tool results carried.
         category: DataCategory,
     },
+    /// A JSON value could not be checked: it does not parse as JSON text (a lone
+    /// surrogate, nesting over 128 levels), or it holds sensitive data where it cannot be
+    /// rewritten (an object key, a number, a duplicated key).
+    Unreadable {
+        /// Where.
+        component: Component,
+    },
     /// Retrieved content scored as a prompt injection.
     Injection {
         /// Where.
@@ -87,6 +94,11 @@ impl fmt::Display for Blocked {
                 "request blocked by the data policy: a tool result carries {} data that the prompt did not",
                 category.as_str()
             ),
+            Blocked::Unreadable { component } => write!(
+                f,
+                "request refused: a JSON value in {} cannot be checked for sensitive data (invalid Unicode, nesting too deep, or sensitive data in a key, a number or a duplicated key)",
+                component.as_str()
+            ),
             Blocked::Injection { component, score } => write!(
                 f,
                 "request blocked by the content policy: {} look like a prompt injection (score {score:.2})",
@@ -94,6 +106,15 @@ impl fmt::Display for Blocked {
             ),
         }
     }
+}
+
+/// A refused request: why, and what was found (for the audit record).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refused {
+    /// Why.
+    pub reason: Blocked,
+    /// The categories found per component before the refusal.
+    pub classification: DataClassification,
 }
 
 /// What the redactor did to one request.
@@ -134,13 +155,36 @@ enum Field<'a> {
     Json(&'a mut RawJson),
     /// An image block (replaceable) or a base64 document (`None`).
     Media(Option<&'a mut ContentBlock>),
+    /// Signed text that is never changed: only read for token-shaped text to avoid.
+    Signed(&'a str),
+    /// A block of a type this crate does not model: every string in it is scanned.
+    Other(&'a mut ai_core::wire::OtherObject),
 }
 
 enum Scanned {
     Text(Vec<Finding>),
-    Json(Option<(Value, Vec<Vec<Finding>>)>),
+    /// A JSON value to rewrite.
+    Json(Option<JsonScan>),
     /// An image; with OCR text that carried a category to remove, the label that replaces it.
     Media(Option<String>),
+}
+
+/// A scanned JSON value: the value, its strings' findings, and whether stripping changed
+/// it.
+type JsonScan = (Value, Vec<Vec<Finding>>, bool);
+
+/// Records one string's findings in its component (and the first block reason).
+type NoteFn<'a> = dyn FnMut(Component, &[Finding], &mut Option<Blocked>) + 'a;
+
+/// One image of a request, as [`Redactor::images`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageData {
+    /// The decoded bytes of a base64 image.
+    Bytes(Vec<u8>),
+    /// Given by URL or file id: not in the request, not read.
+    Elsewhere,
+    /// Base64 that does not decode (refused: it cannot be checked).
+    Broken,
 }
 
 /// The text read in each image of a request, in the order [`Redactor::images`] gave them
@@ -183,6 +227,16 @@ fn walk_content(
                         }
                     }
                     // Thinking is signed by the API: changing it would invalidate the turn.
+                    ContentBlock::Thinking(t) => f(comp, retrieved, Field::Signed(&t.thinking)),
+                    // Other block types (`search_result`, ...) carry retrieved content.
+                    ContentBlock::Other(o) => {
+                        let c = if retrieved {
+                            comp
+                        } else {
+                            Component::ToolResults
+                        };
+                        f(c, true, Field::Other(o));
+                    }
                     _ => {}
                 }
             }
@@ -222,15 +276,6 @@ fn walk(req: &mut MessagesRequest, f: &mut dyn FnMut(Component, bool, Field<'_>)
     }
 }
 
-fn json_strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
-    match v {
-        Value::String(s) => out.push(s),
-        Value::Array(a) => a.iter().for_each(|x| json_strings(x, out)),
-        Value::Object(o) => o.values().for_each(|x| json_strings(x, out)),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-}
-
 fn json_strings_mut<'a>(v: &'a mut Value, out: &mut Vec<&'a mut String>) {
     match v {
         Value::String(s) => out.push(s),
@@ -263,37 +308,45 @@ impl Redactor {
 
     /// The base64 images of `req` (media type and bytes), in walk order: what an OCR
     /// step reads before [`Redactor::process_with_images`].
-    pub fn images(req: &mut MessagesRequest) -> Vec<(String, Vec<u8>)> {
+    pub fn images(req: &mut MessagesRequest) -> Vec<ImageData> {
         use base64::Engine;
         #[derive(serde::Deserialize)]
         struct Source<'a> {
             #[serde(rename = "type", borrow)]
             kind: Option<std::borrow::Cow<'a, str>>,
             #[serde(borrow)]
-            media_type: Option<std::borrow::Cow<'a, str>>,
-            #[serde(borrow)]
             data: Option<std::borrow::Cow<'a, str>>,
         }
         let mut out = Vec::new();
         walk(req, &mut |_, _, field| {
             if let Field::Media(Some(ContentBlock::Image(i))) = field {
-                let decoded = i.source.parse::<Source<'_>>().ok().and_then(|s| {
-                    if s.kind.as_deref() != Some("base64") {
-                        return None;
+                let image = match i.source.parse::<Source<'_>>() {
+                    Ok(s) if s.kind.as_deref() == Some("base64") => {
+                        let data: Vec<u8> = s
+                            .data
+                            .as_deref()
+                            .unwrap_or_default()
+                            .bytes()
+                            .filter(|b| !b.is_ascii_whitespace())
+                            .collect();
+                        let b64 = &base64::engine::general_purpose::STANDARD;
+                        let b64_np = &base64::engine::general_purpose::STANDARD_NO_PAD;
+                        match b64.decode(&data).or_else(|_| b64_np.decode(&data)) {
+                            Ok(bytes) if !bytes.is_empty() => ImageData::Bytes(bytes),
+                            _ => ImageData::Broken,
+                        }
                     }
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(s.data?.as_bytes())
-                        .ok()?;
-                    Some((s.media_type.unwrap_or_default().into_owned(), bytes))
-                });
-                out.push(decoded.unwrap_or_default());
+                    Ok(_) => ImageData::Elsewhere,
+                    Err(_) => ImageData::Broken,
+                };
+                out.push(image);
             }
         });
         out
     }
 
     /// Classifies `req` and, unless the policy blocks it, rewrites it in place.
-    pub fn process(&self, req: &mut MessagesRequest) -> Result<Outcome, Blocked> {
+    pub fn process(&self, req: &mut MessagesRequest) -> Result<Outcome, Refused> {
         self.process_with_images(req, Vec::new())
     }
 
@@ -306,7 +359,7 @@ impl Redactor {
         &self,
         req: &mut MessagesRequest,
         image_texts: ImageTexts,
-    ) -> Result<Outcome, Blocked> {
+    ) -> Result<Outcome, Refused> {
         let mut image_texts = image_texts.into_iter();
         let mut out = Outcome::default();
         let mut cats = [DataCategories::NONE; 4];
@@ -314,6 +367,7 @@ impl Redactor {
         let mut tokens = Vec::new();
         let mut block_reason: Option<Blocked> = None;
         let policy = &self.policy;
+        let strip_mode = policy.injection_action == InjectionAction::Strip;
         let mut note = |comp: Component, found: &[Finding], block: &mut Option<Blocked>| {
             for f in found {
                 cats[comp.slot()].insert(f.category);
@@ -328,14 +382,72 @@ impl Redactor {
         };
         let mut vault = Vault::new();
         let mut injection: Option<(f32, Component)> = None;
-        let mut score = |comp: Component, text: &str| {
+        let mut stripped = false;
+        let mut unreadable: Option<Component> = None;
+        // Scores retrieved text, then (strip mode) removes its hidden parts before it is
+        // scanned: invisible characters can also hide a value from the detectors.
+        let mut prepare = |comp: Component, retrieved: bool, text: &mut String| {
+            if !retrieved {
+                return;
+            }
             let s = inject::score(text);
             if s > 0.0 && injection.is_none_or(|(best, _)| s > best) {
                 injection = Some((s, comp));
             }
+            if strip_mode {
+                if let std::borrow::Cow::Owned(x) = inject::strip(text) {
+                    *text = x;
+                    stripped = true;
+                }
+            }
+        };
+        // Every string of a JSON value, scanned; the raw text too, so that sensitive data
+        // where it cannot be rewritten (keys, numbers, a duplicated key) is refused.
+        let scan_json = |comp: Component,
+                         retrieved: bool,
+                         raw: &str,
+                         prepare: &mut dyn FnMut(Component, bool, &mut String),
+                         note: &mut NoteFn<'_>,
+                         block_reason: &mut Option<Blocked>,
+                         vault: &mut Vault,
+                         tokens: &mut Vec<(usize, usize)>|
+         -> Result<Option<JsonScan>, ()> {
+            let mut value = serde_json::from_str::<Value>(raw).map_err(|_| ())?;
+            let mut strings = Vec::new();
+            json_strings_mut(&mut value, &mut strings);
+            let mut per = Vec::with_capacity(strings.len());
+            let mut any = false;
+            let mut changed = false;
+            let mut seen = DataCategories::NONE;
+            for s in strings {
+                let before = s.len();
+                prepare(comp, retrieved, s);
+                changed |= s.len() != before;
+                let mut found = Vec::new();
+                tokens.clear();
+                self.detectors.scan(s, &mut found, tokens);
+                for (a, b) in tokens.iter() {
+                    vault.reserve(&s[*a..*b]);
+                }
+                note(comp, &found, block_reason);
+                seen = seen.union(found.iter().map(|f| f.category).collect());
+                any |= !found.is_empty();
+                per.push(found);
+            }
+            let (mut raw_found, mut raw_tokens) = (Vec::new(), Vec::new());
+            self.detectors.scan(raw, &mut raw_found, &mut raw_tokens);
+            for (a, b) in &raw_tokens {
+                vault.reserve(&raw[*a..*b]);
+            }
+            let raw_cats: DataCategories = raw_found.iter().map(|f| f.category).collect();
+            if !raw_cats.is_subset(seen) {
+                return Err(());
+            }
+            Ok((any || changed).then_some((value, per, changed)))
         };
         walk(req, &mut |comp, retrieved, field| match field {
             Field::Text(t) => {
+                prepare(comp, retrieved, t);
                 let mut found = Vec::new();
                 tokens.clear();
                 self.detectors.scan(t, &mut found, &mut tokens);
@@ -343,36 +455,45 @@ impl Redactor {
                     vault.reserve(&t[*s..*e]);
                 }
                 note(comp, &found, &mut block_reason);
-                if retrieved {
-                    score(comp, t);
-                }
                 scanned.push(Scanned::Text(found));
             }
             Field::Json(raw) => {
-                let Ok(value) = serde_json::from_str::<Value>(raw.get()) else {
-                    scanned.push(Scanned::Json(None));
-                    return;
-                };
-                let mut strings = Vec::new();
-                json_strings(&value, &mut strings);
-                let mut per = Vec::with_capacity(strings.len());
-                let mut any = false;
-                for s in &strings {
-                    let mut found = Vec::new();
-                    tokens.clear();
-                    self.detectors.scan(s, &mut found, &mut tokens);
-                    for (a, b) in &tokens {
-                        vault.reserve(&s[*a..*b]);
-                    }
-                    note(comp, &found, &mut block_reason);
-                    if retrieved {
-                        score(comp, s);
-                    }
-                    any |= !found.is_empty();
-                    per.push(found);
+                let r = scan_json(
+                    comp,
+                    retrieved,
+                    raw.get(),
+                    &mut prepare,
+                    &mut note,
+                    &mut block_reason,
+                    &mut vault,
+                    &mut tokens,
+                );
+                scanned.push(Scanned::Json(r.unwrap_or_else(|()| {
+                    unreadable.get_or_insert(comp);
+                    None
+                })));
+            }
+            Field::Other(o) => {
+                let r = scan_json(
+                    comp,
+                    retrieved,
+                    o.json().get(),
+                    &mut prepare,
+                    &mut note,
+                    &mut block_reason,
+                    &mut vault,
+                    &mut tokens,
+                );
+                scanned.push(Scanned::Json(r.unwrap_or_else(|()| {
+                    unreadable.get_or_insert(comp);
+                    None
+                })));
+            }
+            Field::Signed(t) => {
+                for (a, b) in crate::vault::token_shapes(t) {
+                    vault.reserve(&t[a..b]);
                 }
-                drop(strings);
-                scanned.push(Scanned::Json(any.then_some((value, per))));
+                scanned.push(Scanned::Text(Vec::new()));
             }
             Field::Media(block) => {
                 let is_image = block.is_some();
@@ -406,28 +527,31 @@ impl Redactor {
             tool_results: ComponentClass::of(cats[3]),
         };
         out.injection = injection;
+        out.stripped = stripped;
+        let refuse = |reason: Blocked| Refused {
+            reason,
+            classification: out.classification,
+        };
         if let Some(b) = block_reason {
-            return Err(b);
+            return Err(refuse(b));
+        }
+        if let Some(component) = unreadable {
+            return Err(refuse(Blocked::Unreadable { component }));
         }
         if self.policy.tool_results == ToolResultRule::NoEscalation {
             let prompt = cats[0].union(cats[1]).union(cats[2]);
             if let Some(category) = cats[3].iter().find(|c| !prompt.contains(*c)) {
-                return Err(Blocked::Escalation { category });
+                return Err(refuse(Blocked::Escalation { category }));
             }
         }
-        let mut strip = false;
         if let Some((s, component)) = injection {
-            if s >= self.policy.injection_threshold {
-                match self.policy.injection_action {
-                    InjectionAction::Block => {
-                        return Err(Blocked::Injection {
-                            component,
-                            score: s,
-                        });
-                    }
-                    InjectionAction::Strip => strip = true,
-                    InjectionAction::Flag => {}
-                }
+            if s >= self.policy.injection_threshold
+                && self.policy.injection_action == InjectionAction::Block
+            {
+                return Err(refuse(Blocked::Injection {
+                    component,
+                    score: s,
+                }));
             }
         }
         let transforms = scanned.iter().any(|s| match s {
@@ -439,15 +563,15 @@ impl Redactor {
             .iter()
             .filter(|s| matches!(s, Scanned::Media(_)))
             .count() as u32;
-        if !transforms && !strip {
+        if !transforms {
             out.vault = vault;
             return Ok(out);
         }
         let mut queue = scanned.into_iter();
         let mut replaced = [0u32; 5];
-        let mut stripped = false;
         let mut out_images = 0u32;
-        walk(req, &mut |_comp, retrieved, field| {
+        let mut rebuild_failed = None;
+        walk(req, &mut |comp, _retrieved, field| {
             let Some(entry) = queue.next() else {
                 return;
             };
@@ -456,41 +580,60 @@ impl Redactor {
                     if let Some(new) = self.apply(t, &found, &mut vault, &mut replaced) {
                         *t = new;
                     }
-                    if strip && retrieved {
-                        if let std::borrow::Cow::Owned(s) = inject::strip(t) {
-                            *t = s;
-                            stripped = true;
-                        }
-                    }
                 }
                 (Field::Media(Some(b)), Scanned::Media(Some(label))) => {
                     *b = ContentBlock::text(label);
                     out_images += 1;
                 }
-                (Field::Json(raw), Scanned::Json(Some((mut value, per)))) => {
-                    let mut targets = Vec::new();
-                    json_strings_mut(&mut value, &mut targets);
-                    for (s, found) in targets.into_iter().zip(per) {
-                        if let Some(new) = self.apply(s, &found, &mut vault, &mut replaced) {
-                            *s = new;
-                        }
-                        if strip && retrieved {
-                            if let std::borrow::Cow::Owned(x) = inject::strip(s) {
-                                *s = x;
-                                stripped = true;
-                            }
+                (Field::Json(raw), Scanned::Json(Some((value, per, changed)))) => {
+                    if let Some(v) = self.apply_json(value, per, changed, &mut vault, &mut replaced)
+                    {
+                        *raw = RawJson::from_value(&v);
+                    }
+                }
+                (Field::Other(o), Scanned::Json(Some((value, per, changed)))) => {
+                    if let Some(v) = self.apply_json(value, per, changed, &mut vault, &mut replaced)
+                    {
+                        match ai_core::wire::OtherObject::from_raw(RawJson::from_value(&v)) {
+                            Ok(new) => *o = new,
+                            Err(_) => rebuild_failed = Some(comp),
                         }
                     }
-                    *raw = RawJson::from_value(&value);
                 }
                 _ => {}
             }
         });
+        if let Some(component) = rebuild_failed {
+            return Err(Refused {
+                reason: Blocked::Unreadable { component },
+                classification: out.classification,
+            });
+        }
         out.replaced = replaced;
         out.vault = vault;
-        out.stripped = stripped;
         out.images_removed = out_images;
         Ok(out)
+    }
+
+    /// A scanned JSON value with its findings applied; `None` when no string changed.
+    fn apply_json(
+        &self,
+        mut value: Value,
+        per: Vec<Vec<Finding>>,
+        changed: bool,
+        vault: &mut Vault,
+        replaced: &mut [u32; 5],
+    ) -> Option<Value> {
+        let mut any = changed;
+        let mut targets = Vec::new();
+        json_strings_mut(&mut value, &mut targets);
+        for (s, found) in targets.into_iter().zip(per) {
+            if let Some(new) = self.apply(s, &found, vault, replaced) {
+                *s = new;
+                any = true;
+            }
+        }
+        any.then_some(value)
     }
 
     /// `text` with its findings replaced as the policy says; `None` when nothing changes.

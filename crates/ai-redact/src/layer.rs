@@ -1,6 +1,6 @@
 //! [`RedactLayer`]: classify and transform the request, rehydrate the answer.
 
-use crate::engine::{Blocked, Outcome, Redactor};
+use crate::engine::{Blocked, Outcome, Redactor, Refused};
 use crate::vault::{StreamRehydrator, Vault};
 use ai_core::wire::{ContentBlock, ContentBlockDeltaEvent, Delta, RawJson, StreamEvent};
 use ai_core::{
@@ -125,9 +125,10 @@ fn report(parts: &http::request::Parts, o: &Outcome) {
     metrics::counter!("gateway_redactions_total").increment(u64::from(o.total_replaced()));
 }
 
-fn blocked(parts: &http::request::Parts, b: &Blocked, o: Option<&Outcome>) -> AiError {
-    if let (Some(r), Some(o)) = (parts.extensions.get::<CallReport>(), o) {
-        r.set_classification(o.classification);
+fn blocked(parts: &http::request::Parts, refused: &Refused) -> AiError {
+    let b = &refused.reason;
+    if let Some(r) = parts.extensions.get::<CallReport>() {
+        r.set_classification(refused.classification);
     }
     let decision = match b {
         Blocked::Category {
@@ -139,12 +140,17 @@ fn blocked(parts: &http::request::Parts, b: &Blocked, o: Option<&Outcome>) -> Ai
         }
         Blocked::Escalation { category } => format!("block:{}:tool_results", category.as_str()),
         Blocked::Injection { component, .. } => format!("block:injection:{}", component.as_str()),
+        Blocked::Unreadable { component } => format!("block:unreadable:{}", component.as_str()),
     };
     if let Some(v) = parts.extensions.get::<Verdicts>() {
         v.push(LAYER, decision);
     }
     metrics::counter!("gateway_redact_blocks_total").increment(1);
-    AiError::new(ErrorKind::Permission, b.to_string())
+    let kind = match b {
+        Blocked::Unreadable { .. } => ErrorKind::InvalidRequest,
+        _ => ErrorKind::Permission,
+    };
+    AiError::new(kind, b.to_string())
 }
 
 impl<S> Service<Request<MessagesRequest>> for RedactService<S>
@@ -188,9 +194,14 @@ where
 #[cfg(feature = "ocr")]
 async fn read_images(
     ocr: &crate::ocr::Ocr,
-    images: &[(String, Vec<u8>)],
+    images: &[crate::engine::ImageData],
 ) -> Result<crate::engine::ImageTexts, AiError> {
-    if images.len() > ocr.image_limit() {
+    use crate::engine::ImageData;
+    let inline = images
+        .iter()
+        .filter(|i| matches!(i, ImageData::Bytes(_)))
+        .count();
+    if inline > ocr.image_limit() {
         return Err(AiError::new(
             ErrorKind::InvalidRequest,
             format!(
@@ -200,11 +211,19 @@ async fn read_images(
         ));
     }
     let mut texts = Vec::with_capacity(images.len());
-    for (_, bytes) in images {
-        if bytes.is_empty() {
-            texts.push(None);
-            continue;
-        }
+    for image in images {
+        let bytes = match image {
+            ImageData::Bytes(b) => b,
+            ImageData::Elsewhere => {
+                texts.push(None);
+                continue;
+            }
+            ImageData::Broken => {
+                return Err(AiError::invalid_request(
+                    "an image's base64 data does not decode, so it cannot be checked for sensitive data",
+                ));
+            }
+        };
         match ocr.read(bytes).await {
             Ok(t) => texts.push(Some(t)),
             Err(e) => {
@@ -233,8 +252,8 @@ where
 {
     let outcome = match redactor.process_with_images(&mut body, images) {
         Ok(o) => o,
-        Err(b) => {
-            let e = blocked(&parts, &b, None);
+        Err(r) => {
+            let e = blocked(&parts, &r);
             return std::future::ready(Err(e)).boxed();
         }
     };

@@ -54,7 +54,7 @@ pub mod validate;
 pub mod vault;
 
 pub use detect::{DetectorSpec, Detectors, Finding, NaiveDetectors, Validator};
-pub use engine::{Blocked, Component, ImageTexts, Outcome, Redactor};
+pub use engine::{Blocked, Component, ImageData, ImageTexts, Outcome, Redactor, Refused};
 pub use inject::InjectionAction;
 pub use layer::{RedactLayer, RedactService};
 pub use policy::{Action, RedactPolicy, ToolResultRule};

@@ -158,6 +158,24 @@ fn token_end(b: &[u8]) -> TokenScan {
     }
 }
 
+/// The token-shaped pieces of `text` (`<EMAIL_1>`), as byte ranges.
+pub fn token_shapes(text: &str) -> Vec<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(off) = memchr::memchr(b'<', &b[i..]) {
+        let at = i + off;
+        match token_end(&b[at..]) {
+            TokenScan::Token(len) => {
+                out.push((at, at + len));
+                i = at + len;
+            }
+            TokenScan::Partial | TokenScan::No => i = at + 1,
+        }
+    }
+    out
+}
+
 /// Rehydrates one streamed block (text deltas or tool-input JSON deltas): each piece is
 /// emitted at once except the bytes at its end that could still start a token, which
 /// wait for the next piece (at most [`MAX_TOKEN_LEN`] bytes).

@@ -170,3 +170,84 @@ async fn a_request_with_nothing_found_is_passed_on_unchanged() {
     svc.oneshot(request(json)).await.expect("ok");
     assert_eq!(mock.requests()[0].body, before);
 }
+
+#[tokio::test]
+async fn json_that_cannot_be_checked_is_refused_with_a_400() {
+    let mock = MockProvider::always(Script::text("ok"));
+    let svc = RedactLayer::new(Redactor::new(RedactPolicy::default())).layer(mock.clone());
+    let with_input = |input: &str| {
+        let json = format!(
+            r#"{{"model":"m","max_tokens":8,"messages":[{{"role":"assistant","content":[{{"type":"tool_use","id":"t1","name":"n","input":{input}}}]}}]}}"#
+        );
+        let body: MessagesRequest = serde_json::from_str(&json).expect("the codec accepts it");
+        let mut req = http::Request::new(body);
+        req.extensions_mut().insert(CallReport::default());
+        req
+    };
+    for input in [
+        r#"{"note":"\ud800 4111 1111 1111 1111"}"#,
+        r#"{"jane.doe@acme-corp.io":true}"#,
+        r#"{"card":4111111111111111}"#,
+        r#"{"a":"4111 1111 1111 1111","a":"x"}"#,
+    ] {
+        let e = svc
+            .clone()
+            .oneshot(with_input(input))
+            .await
+            .expect_err(input);
+        assert_eq!(e.status(), 400, "{input}: {}", e.message());
+        assert!(e.message().contains("messages"), "{}", e.message());
+        assert!(!e.message().contains("4111") && !e.message().contains("jane"));
+    }
+    assert!(mock.requests().is_empty(), "nothing unchecked left");
+    // Plain tool input is untouched, byte for byte.
+    svc.oneshot(with_input(r#"{"z":1,"a":"order 42"}"#))
+        .await
+        .expect("fine");
+    let sent = serde_json::to_string(&mock.requests()[0].body).expect("json");
+    assert!(sent.contains(r#"{"z":1,"a":"order 42"}"#), "{sent}");
+}
+
+#[tokio::test]
+async fn other_block_types_are_scanned_as_retrieved_content() {
+    let mock = MockProvider::always(Script::text("ok"));
+    let svc = RedactLayer::new(Redactor::new(RedactPolicy::default())).layer(mock.clone());
+    let req = request(serde_json::json!({
+        "model": "m", "max_tokens": 8,
+        "messages": [{"role": "user", "content": [
+            {"type": "search_result", "source": "https://wiki.acme/x", "title": "Contacts",
+             "content": [{"type": "text", "text": "Escalate to ops.lead@acme-corp.io"}]},
+            {"type": "text", "text": "Who do I escalate to?"},
+        ]}],
+    }));
+    svc.oneshot(req).await.expect("ok");
+    let seen = &mock.requests()[0];
+    let sent = serde_json::to_string(&seen.body).expect("json");
+    assert!(
+        !sent.contains("ops.lead@acme-corp.io") && sent.contains("<EMAIL_1>"),
+        "{sent}"
+    );
+    assert!(sent.contains("\"type\":\"search_result\""), "{sent}");
+    let c = seen.extensions.get::<DataClassification>().expect("class");
+    assert_eq!(c.tool_results.categories.to_string(), "pii");
+}
+
+#[tokio::test]
+async fn a_blocked_request_still_reports_its_classification() {
+    let mock = MockProvider::always(Script::text("ok"));
+    let policy = RedactPolicy::default().set(ai_core::DataCategory::Pci, ai_redact::Action::Block);
+    let svc = RedactLayer::new(Redactor::new(policy)).layer(mock);
+    let req = request(conversation("Card on file 5555 5555 5555 4444"));
+    let report = req
+        .extensions()
+        .get::<CallReport>()
+        .cloned()
+        .expect("report");
+    svc.oneshot(req).await.expect_err("blocked");
+    let c = report.snapshot().classification.expect("classification");
+    assert!(
+        c.tool_results
+            .categories
+            .contains(ai_core::DataCategory::Pci)
+    );
+}
