@@ -725,9 +725,15 @@ impl Observed {
 /// The outcome and reason of a finished call.
 pub(crate) fn classify(c: &Completion, report: &ReportData) -> (&'static str, Option<String>) {
     match c.outcome {
-        Outcome::Complete if c.stop_reason.as_deref() == Some("policy_block") => {
-            (outcome::POLICY_CUT, Some("stop:policy_block".to_owned()))
-        }
+        Outcome::Complete if c.stop_reason.as_deref() == Some("policy_block") => (
+            outcome::POLICY_CUT,
+            Some(
+                report
+                    .policy_reason
+                    .as_deref()
+                    .map_or_else(|| "stop:policy_block".to_owned(), bounded),
+            ),
+        ),
         Outcome::Complete => (outcome::COMPLETE, None),
         Outcome::Incomplete => (outcome::INCOMPLETE, None),
         Outcome::Cancelled => (outcome::CANCELLED, None),
@@ -791,6 +797,17 @@ impl RequestFacts {
         };
         let mut tools = self.tool_results;
         tools.append(&mut f.observed.tool_calls);
+        for w in &report.withheld_tool_calls {
+            if !tools.iter().any(|t| t.tool_use_id == *w.id) {
+                tools.push(ToolRec {
+                    tool_use_id: bounded(&w.id),
+                    tool_name: Some(bounded(&w.name)),
+                    arguments_hash: Some(canonical_hash(&w.arguments)),
+                    decision: String::new(),
+                    result_hash: None,
+                });
+            }
+        }
         for t in &mut tools {
             t.decision = decision(&t.tool_use_id);
         }

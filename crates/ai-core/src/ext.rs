@@ -547,6 +547,24 @@ pub struct ReportData {
     /// The request as it left the redaction layer (for an opt-in capture that must never
     /// hold unredacted text).
     pub redacted_request: Option<Arc<crate::MessagesRequest>>,
+    /// The policy reason code of a response an inspecting layer cut short, e.g.
+    /// `completion.pii.detected`.
+    pub policy_reason: Option<Arc<str>>,
+    /// Tool calls the model made that a layer withheld from the caller (the audit layer,
+    /// outside, never sees them in the response).
+    pub withheld_tool_calls: Vec<WithheldToolCall>,
+}
+
+/// A tool call the model made that a layer did not pass on (see
+/// [`CallReport::add_withheld_tool_call`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithheldToolCall {
+    /// The `tool_use` id.
+    pub id: Arc<str>,
+    /// The tool's name.
+    pub name: Arc<str>,
+    /// The arguments as the model streamed them (the audit layer keeps only their hash).
+    pub arguments: Arc<str>,
 }
 
 impl CallReport {
@@ -600,6 +618,18 @@ impl CallReport {
                 None => d.tool_decisions.push((id, decision)),
             },
         );
+    }
+
+    /// Sets the policy reason code of a response cut short.
+    pub fn set_policy_reason(&self, code: impl Into<Arc<str>>) {
+        let code = code.into();
+        self.with(|d| d.policy_reason = Some(code));
+    }
+
+    /// Records a tool call that was not passed on to the caller; set its decision with
+    /// [`set_tool_decision`](Self::set_tool_decision).
+    pub fn add_withheld_tool_call(&self, call: WithheldToolCall) {
+        self.with(|d| d.withheld_tool_calls.push(call));
     }
 
     /// Keeps the redacted request.
@@ -736,6 +766,19 @@ mod tests {
         assert_eq!(d.tool_decisions.len(), 1);
         assert_eq!(&*d.tool_decisions[0].1, "block");
         assert_eq!(d.attempts[0].status, Some(529));
+        assert_eq!(d.policy_reason, None);
+        inner.set_policy_reason("completion.tool.not_allowed");
+        inner.add_withheld_tool_call(WithheldToolCall {
+            id: "toolu_2".into(),
+            name: "shell".into(),
+            arguments: "{}".into(),
+        });
+        let d = r.snapshot();
+        assert_eq!(
+            d.policy_reason.as_deref(),
+            Some("completion.tool.not_allowed")
+        );
+        assert_eq!(&*d.withheld_tool_calls[0].name, "shell");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   [`Usage`]); unknown fields and block types are kept and forwarded unchanged;
 //! - [`AiBody`] (a whole message, or a stream of typed events) and [`AiError`];
 //! - the extension types layers pass in `http::Extensions` ([`ext`]);
+//! - the [`classify::Classifier`] trait, so detectors plug into any inspecting layer;
 //! - the completion hook ([`AiBody::on_complete`], [`CompletionFuture`]): one call when a
 //!   response is over, for messages, streams that end or fail, and client drops;
 //! - SSE framing ([`sse`]): an incremental parser and an encoder;
@@ -62,6 +63,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+pub mod classify;
 pub mod clock;
 pub mod cluster;
 pub mod codec;
@@ -74,6 +76,7 @@ pub mod tokens;
 pub mod wire;
 
 pub use body::{AiBody, Completion, CompletionFuture, EventStream, Outcome};
+pub use classify::{Classifier, Finding};
 pub use clock::Clock;
 pub use codec::{CodecBody, MessagesCodec, MessagesCodecLayer};
 pub use error::{AiError, ErrorKind};
@@ -81,7 +84,7 @@ pub use ext::{
     AllowedModels, Attempt, AuthFailure, CallReport, ClientAddr, ComponentClass, Cost,
     CredentialId, DataCategories, DataCategory, DataClass, DataClassification, Endpoint, Principal,
     PromptTemplate, ReportData, RequestId, RequestedModel, Route, ServableModels, Served, Surface,
-    Timings, Verdict, Verdicts, Workload,
+    Timings, Verdict, Verdicts, WithheldToolCall, Workload,
 };
 pub use wire::{
     Content, ContentBlock, Delta, Message, MessagesRequest, MessagesResponse, Role, StreamEvent,

@@ -43,6 +43,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod classifier;
 pub mod detect;
 pub mod engine;
 pub mod inject;
@@ -53,6 +54,7 @@ pub mod policy;
 pub mod validate;
 pub mod vault;
 
+pub use classifier::DetectorClassifier;
 pub use detect::{DetectorSpec, Detectors, Finding, NaiveDetectors, Validator};
 pub use engine::{Blocked, Component, ImageData, ImageTexts, Outcome, Redactor, Refused};
 pub use inject::InjectionAction;
