@@ -26,6 +26,8 @@
 //! - `budget` (in `server`): [`budget`], the cost of every call and spending caps.
 //! - `redact` (in `server`): [`redact`], personal data and secrets found, classified,
 //!   redacted or tokenized, and put back in answers.
+//! - `inspect` (in `server`): [`inspect`], the model's answer inspected as it streams
+//!   and cut with `policy_block` on a violation; tool calls checked.
 //! - `otlp`: `otlp`, export of the GenAI spans to an OpenTelemetry collector (OTLP/HTTP).
 //! - `config` (default): [`config`], the gateway's TOML configuration file.
 
@@ -48,6 +50,8 @@ pub use ai_budget as budget;
 pub use ai_ratelimit as ratelimit;
 #[cfg(feature = "redact")]
 pub use ai_redact as redact;
+#[cfg(feature = "inspect")]
+pub use ai_sse_inspect as inspect;
 
 #[cfg(feature = "server")]
 pub mod access_log;

@@ -103,6 +103,16 @@ pub trait Classifier: Send + Sync + 'static {
     /// Adds what `text` holds to `out`.
     fn classify(&self, text: &str, out: &mut Vec<Finding>);
 
+    /// How far back a finding reaches: `Some(n)` promises that every finding, with all
+    /// the text that decides it (a word boundary, a cue word), lies within the `n` bytes
+    /// before the finding's end. A caller classifying a text that grows at its end (a
+    /// streamed answer) then rescans only the tail where a new finding can be: for a
+    /// deny-list that is its longest phrase plus a character, against a window of
+    /// hundreds of bytes. `None` (the default): no bound, the whole text is rescanned.
+    fn lookback(&self) -> Option<usize> {
+        None
+    }
+
     /// Called once per request before its answer is classified: a classifier that
     /// depends on the request (the system prompt, the caller) returns a bound copy.
     /// The default uses the classifier as it is.

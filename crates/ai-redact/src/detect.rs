@@ -18,8 +18,14 @@ use regex_automata::meta::Regex;
 use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
+
+thread_local! {
+    /// The ASCII-lower-cased copy of the text the case-insensitive keywords are found in.
+    static LOWER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A check a candidate must pass to count as a finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -954,16 +960,13 @@ impl Detectors {
             }
         }
         digit.push((TOKEN_SHAPE, TOKEN));
-        let ac = |lits: &[String], ci: bool| {
+        // Case-sensitive either way (case-insensitive keywords are searched lower-cased
+        // in a lower-cased copy), so the SIMD prefilter (Teddy) applies; a full DFA where
+        // it cannot skip.
+        let ac = |lits: &[String]| {
             AhoCorasick::builder()
-                .ascii_case_insensitive(ci)
                 .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-                // A full DFA: one table lookup per byte where the prefilter cannot skip
-                // (case-insensitive keywords start with common letters).
                 .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                // Keywords start with common letters: a start-byte prefilter would stop
-                // on most bytes and cost more than it skips.
-                .prefilter(!ci)
                 .build(lits)
                 .map_err(|e| BuildError(e.to_string()))
         };
@@ -974,11 +977,13 @@ impl Detectors {
         };
         let prefix = match Group::build(&prefix)? {
             Some(g) => {
-                let cs = ac(&literals_cs, false)?;
+                let cs = ac(&literals_cs)?;
                 let ci = if literals_ci.is_empty() {
                     None
                 } else {
-                    Some(ac(&literals_ci, true)?)
+                    let lower: Vec<String> =
+                        literals_ci.iter().map(|l| l.to_ascii_lowercase()).collect();
+                    Some(ac(&lower)?)
                 };
                 Some((g, cs, ci))
             }
@@ -1033,7 +1038,15 @@ impl Detectors {
         if let Some((g, cs, ci)) = &self.prefix {
             self.scan_prefixed(g, cs, text, out, tokens);
             if let Some(ci) = ci {
-                self.scan_prefixed(g, ci, text, out, tokens);
+                // Case-insensitive keywords: found by a case-sensitive search (with its
+                // SIMD prefilter) for the lower-case keywords in an ASCII-lower-cased copy
+                // of the text; byte offsets are the same in both.
+                LOWER.with(|l| {
+                    let mut lower = l.borrow_mut();
+                    lower.clear();
+                    lower.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+                    self.scan_prefixed_in(g, ci, text, &lower, out, tokens);
+                });
             }
         }
         for inf in self.infix.iter() {
@@ -1118,9 +1131,23 @@ impl Detectors {
         out: &mut Vec<Finding>,
         tokens: &mut Vec<(usize, usize)>,
     ) {
+        self.scan_prefixed_in(g, ac, text, text.as_bytes(), out, tokens);
+    }
+
+    /// Runs the group at every keyword `ac` finds in `hay` (the text, or a copy of it
+    /// with the same byte offsets).
+    fn scan_prefixed_in(
+        &self,
+        g: &Group,
+        ac: &AhoCorasick,
+        text: &str,
+        hay: &[u8],
+        out: &mut Vec<Finding>,
+        tokens: &mut Vec<(usize, usize)>,
+    ) {
         let mut at = 0;
         while at < text.len() {
-            let Some(hit) = ac.find(aho_corasick::Input::new(text).span(at..text.len())) else {
+            let Some(hit) = ac.find(aho_corasick::Input::new(hay).span(at..text.len())) else {
                 break;
             };
             let s = hit.start();

@@ -28,6 +28,7 @@ pub struct DenyList {
     rules: Vec<Arc<str>>,
     kind: Arc<str>,
     whole_words: bool,
+    longest: usize,
 }
 
 impl fmt::Debug for DenyList {
@@ -59,6 +60,7 @@ impl DenyList {
             .build(&phrases)
             .map_err(|e| format!("deny-list: {e}"))?;
         Ok(DenyList {
+            longest: phrases.iter().map(String::len).max().unwrap_or(0),
             ac,
             rules: (0..phrases.len())
                 .map(|i| Arc::from(format!("phrase_{i}")))
@@ -82,6 +84,11 @@ fn is_word_char(c: Option<char>) -> bool {
 impl Classifier for DenyList {
     fn name(&self) -> &str {
         "deny_list"
+    }
+
+    /// The longest phrase and the character before it (for the word-boundary check).
+    fn lookback(&self) -> Option<usize> {
+        Some(self.longest + 4)
     }
 
     fn classify(&self, text: &str, out: &mut Vec<Finding>) {
@@ -125,67 +132,131 @@ impl Hasher for IdHasher {
     }
 }
 
-type ShingleSet = HashSet<u64, BuildHasherDefault<IdHasher>>;
+/// The shingles of a system prompt: a set, and a 64-kibibit filter in front of it so the
+/// usual answer (whose shingles are not in the prompt) rarely touches the set.
+#[derive(Default)]
+struct ShingleSet {
+    set: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    filter: Vec<u64>,
+}
+
+const FILTER_WORDS: usize = 1024;
+
+impl ShingleSet {
+    fn insert(&mut self, h: u64) {
+        if self.filter.is_empty() {
+            self.filter = vec![0; FILTER_WORDS];
+        }
+        let b = (h >> 48) as usize;
+        self.filter[b >> 6] |= 1 << (b & 63);
+        self.set.insert(h);
+    }
+
+    fn contains(&self, h: u64) -> bool {
+        let b = (h >> 48) as usize;
+        !self.filter.is_empty()
+            && self.filter[b >> 6] & (1 << (b & 63)) != 0
+            && self.set.contains(&h)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
 
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// ASCII bytes: 0 for a separator, the lower-case byte for a letter or digit; 0x80 for
+/// the bytes of non-ASCII characters (decoded and classified one by one).
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b >= 0x80 {
+            0x80
+        } else if b.is_ascii_alphanumeric() {
+            b.to_ascii_lowercase()
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Calls `f(start, end, hash)` for every word of `text`: a run of alphanumeric
-/// characters, compared case-insensitively.
+/// characters, compared case-insensitively. The hash packs eight bytes at a time and
+/// mixes once per eight, not once per byte.
 fn words(text: &str, mut f: impl FnMut(usize, usize, u64)) {
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
-        if c.is_ascii() && !c.is_ascii_alphanumeric() {
+        if CLASS[usize::from(b[i])] == 0 {
             i += 1;
             continue;
         }
         let start = i;
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut h: u64 = 0;
+        let mut acc: u64 = 0;
+        let mut n = 0u32;
         let mut word = false;
         while i < b.len() {
-            let c = b[i];
-            if c.is_ascii() {
-                if !c.is_ascii_alphanumeric() {
-                    break;
-                }
-                h = (h ^ u64::from(c.to_ascii_lowercase())).wrapping_mul(0x100_0000_01b3);
+            let c = CLASS[usize::from(b[i])];
+            if c == 0 {
+                break;
+            }
+            if c < 0x80 {
+                word = true;
+                acc = (acc << 8) | u64::from(c);
+                n += 1;
                 i += 1;
-            } else {
-                let ch = text[i..].chars().next().unwrap_or(' ');
-                if !ch.is_alphanumeric() {
-                    if !word {
-                        // A non-ASCII separator before any word character: skip it.
-                        i += ch.len_utf8();
-                    }
-                    break;
+                if n == 8 {
+                    h = (h.rotate_left(29) ^ acc).wrapping_mul(K);
+                    acc = 0;
+                    n = 0;
                 }
-                for l in ch.to_lowercase() {
-                    h = (h ^ u64::from(u32::from(l))).wrapping_mul(0x100_0000_01b3);
+                continue;
+            }
+            let ch = text[i..].chars().next().unwrap_or(' ');
+            if !ch.is_alphanumeric() {
+                if !word {
+                    // A non-ASCII separator before any word character: skip it.
+                    i += ch.len_utf8();
                 }
-                i += ch.len_utf8();
+                break;
             }
             word = true;
+            for l in ch.to_lowercase() {
+                h = (h.rotate_left(29) ^ acc ^ (u64::from(u32::from(l)) << 40)).wrapping_mul(K);
+                acc = 0;
+                n = 0;
+            }
+            i += ch.len_utf8();
         }
         if word {
-            f(start, i, h);
+            let h = (h.rotate_left(29) ^ acc ^ u64::from(n)).wrapping_mul(K);
+            f(start, i, h ^ (h >> 32));
         }
     }
 }
 
 /// Calls `f(start, end, hash)` for every run of `k` consecutive words.
 fn shingles(text: &str, k: usize, mut f: impl FnMut(usize, usize, u64)) {
+    // A rolling polynomial hash over the last `k` word hashes: O(1) per word.
+    let top = (1..k).fold(1u64, |acc, _| acc.wrapping_mul(K));
     let mut ring = [(0usize, 0u64); 16];
     let mut n = 0usize;
+    let mut sh: u64 = 0;
     words(text, |s, e, h| {
-        ring[n % 16] = (s, h);
+        if n >= k {
+            sh = sh.wrapping_sub(ring[(n - k) & 15].1.wrapping_mul(top));
+        }
+        sh = sh.wrapping_mul(K).wrapping_add(h);
+        ring[n & 15] = (s, h);
         n += 1;
         if n >= k {
-            let mut sh: u64 = 0;
-            for j in (n - k)..n {
-                sh = (sh.rotate_left(23) ^ ring[j % 16].1).wrapping_mul(K);
-            }
-            f(ring[(n - k) % 16].0, e, sh);
+            f(ring[(n - k) & 15].0, e, sh ^ (sh >> 29));
         }
     });
 }
@@ -371,8 +442,9 @@ impl Classifier for BoundLeak {
         } else {
             (1u64 << p.span) - 1
         };
-        // Bit 0 is the newest shingle.
+        // Bit 0 is the newest shingle; `hits` counts the ones in the last `span`.
         let mut bits: u64 = 0;
+        let mut hits = 0usize;
         let mut spans = [(0usize, 0usize); 64];
         let mut m = 0usize;
         let mut found: Option<(usize, usize)> = None;
@@ -380,23 +452,26 @@ impl Classifier for BoundLeak {
             if found.is_some() {
                 return;
             }
-            bits = (bits << 1) | u64::from(self.set.contains(&h));
-            spans[m % 64] = (s, e);
+            let hit = self.set.contains(h);
+            if p.span < 64 && bits >> (p.span - 1) & 1 == 1 {
+                hits -= 1;
+            } else if p.span >= 64 && bits >> 63 == 1 {
+                hits -= 1;
+            }
+            bits = (bits << 1) | u64::from(hit);
+            spans[m & 63] = (s, e);
             m += 1;
+            if !hit {
+                return;
+            }
+            hits += 1;
+            if hits < p.min_hits || (hits as f32) < p.threshold * m.min(p.span) as f32 {
+                return;
+            }
             let window = bits & mask;
-            let hits = window.count_ones() as usize;
-            if hits < p.min_hits {
-                return;
-            }
-            let span = m.min(p.span);
-            if (hits as f32) < p.threshold * span as f32 {
-                return;
-            }
             let oldest = 63 - window.leading_zeros() as usize;
-            let newest = window.trailing_zeros() as usize;
-            let start = spans[(m - 1 - oldest) % 64].0;
-            let end = spans[(m - 1 - newest) % 64].1;
-            found = Some((start, end));
+            let start = spans[(m - 1 - oldest) & 63].0;
+            found = Some((start, e));
         });
         if let Some((s, e)) = found {
             out.push(Finding::new(s, e, &p.kind, &p.rule));
@@ -441,6 +516,7 @@ mod tests {
                 rules: self.rules.clone(),
                 kind: self.kind.clone(),
                 whole_words: false,
+                longest: self.longest,
             }
         }
     }

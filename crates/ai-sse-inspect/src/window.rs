@@ -41,6 +41,8 @@ pub(crate) struct TextWindow {
     settled: usize,
     /// Bytes of output text dropped from the front of `buf`.
     base: u64,
+    /// `buf[..scanned]` was classified at the last step.
+    scanned: usize,
     hold: usize,
     /// In thinking, `redact` blocks (edited thinking fails its signature).
     redact_blocks: bool,
@@ -70,6 +72,7 @@ impl TextWindow {
             released: 0,
             settled: 0,
             base: 0,
+            scanned: 0,
             hold,
             redact_blocks,
         }
@@ -109,7 +112,20 @@ impl TextWindow {
         let findings = &mut *env.findings;
         findings.clear();
         for c in env.classifiers {
-            c.classify(&self.buf, findings);
+            // A classifier with a bounded reach rescans only the tail where a new
+            // finding (or one that waited for the next byte) can be.
+            let from = match c.lookback() {
+                Some(n) => floor_boundary(&self.buf, self.scanned.saturating_sub(n)),
+                None => 0,
+            };
+            let first = findings.len();
+            c.classify(&self.buf[from..], findings);
+            if from > 0 {
+                for f in &mut findings[first..] {
+                    f.start += from;
+                    f.end += from;
+                }
+            }
         }
         if !findings.is_empty() {
             self.act(last, out, env)?;
@@ -119,6 +135,7 @@ impl TextWindow {
         } else {
             ceil_boundary(&self.buf, self.buf.len().saturating_sub(self.hold))
         };
+        self.scanned = self.buf.len();
         let to = keep_from.max(self.released);
         out.clear();
         out.push_str(&self.buf[self.released..to]);
@@ -128,6 +145,7 @@ impl TextWindow {
             self.buf.drain(..drop);
             self.released -= drop;
             self.settled = self.settled.saturating_sub(drop);
+            self.scanned -= drop;
             self.base += drop as u64;
         }
         Ok(())
@@ -243,6 +261,9 @@ mod tests {
         fn name(&self) -> &str {
             "words"
         }
+        fn lookback(&self) -> Option<usize> {
+            None
+        }
         fn classify(&self, text: &str, out: &mut Vec<Finding>) {
             for w in &self.0 {
                 let kind: Arc<str> = Arc::from(*w);
@@ -258,12 +279,34 @@ mod tests {
         }
     }
 
+    /// The same, promising its reach (the longest word).
+    struct Reaching(Vec<&'static str>);
+    impl Classifier for Reaching {
+        fn name(&self) -> &str {
+            "reaching"
+        }
+        fn lookback(&self) -> Option<usize> {
+            self.0.iter().map(|w| w.len()).max()
+        }
+        fn classify(&self, text: &str, out: &mut Vec<Finding>) {
+            Words(self.0.clone()).classify(text, out)
+        }
+    }
+
     fn run(
         deltas: &[&str],
         policy: &InspectPolicy,
         c: &Words,
     ) -> (Vec<String>, Option<Cut>, Vec<(Action, u64)>) {
-        let cs: Vec<Arc<dyn Classifier>> = vec![Arc::new(Words(c.0.clone()))];
+        run_with(deltas, policy, Arc::new(Words(c.0.clone())))
+    }
+
+    fn run_with(
+        deltas: &[&str],
+        policy: &InspectPolicy,
+        c: Arc<dyn Classifier>,
+    ) -> (Vec<String>, Option<Cut>, Vec<(Action, u64)>) {
+        let cs: Vec<Arc<dyn Classifier>> = vec![c];
         let mut w = TextWindow::new(policy.window_bytes(), false);
         let mut findings = Vec::new();
         let mut seen = Vec::new();
@@ -351,6 +394,39 @@ mod tests {
         let (out, cut, _) = run(&["my cat ate the bird"], &p, &Words(vec!["cat", "bird"]));
         assert_eq!(out.concat(), "my [CAT] ate the ");
         assert_eq!(cut.expect("blocked").offset, 17);
+    }
+
+    #[test]
+    fn a_bounded_reach_rescans_only_the_tail_and_finds_the_same() {
+        let text = "the cat and the dog met a catfish; cat! dogs, cats and a cat";
+        let words = vec!["cat", "dog", "catfish"];
+        for window in [1, 2, 5, 40] {
+            let p = InspectPolicy::default()
+                .window(window)
+                .action("cat", Action::Redact)
+                .action("dog", Action::Flag)
+                .action("catfish", Action::Block);
+            for size in 1..9 {
+                let deltas: Vec<&str> = text
+                    .as_bytes()
+                    .chunks(size)
+                    .map(|c| std::str::from_utf8(c).expect("ascii"))
+                    .collect();
+                let full = run(&deltas, &p, &Words(words.clone()));
+                let tail = run_with(&deltas, &p, Arc::new(Reaching(words.clone())));
+                assert_eq!(
+                    full.0.concat(),
+                    tail.0.concat(),
+                    "window {window} size {size}"
+                );
+                assert_eq!(full.2, tail.2, "window {window} size {size}");
+                assert_eq!(
+                    full.1.map(|c| c.offset),
+                    tail.1.map(|c| c.offset),
+                    "window {window} size {size}"
+                );
+            }
+        }
     }
 
     #[test]
