@@ -453,9 +453,8 @@ impl Classifier for BoundLeak {
                 return;
             }
             let hit = self.set.contains(h);
-            if p.span < 64 && bits >> (p.span - 1) & 1 == 1 {
-                hits -= 1;
-            } else if p.span >= 64 && bits >> 63 == 1 {
+            // The shingle about to leave the run (span is 1 to 64).
+            if (bits >> (p.span - 1)) & 1 == 1 {
                 hits -= 1;
             }
             bits = (bits << 1) | u64::from(hit);
