@@ -22,7 +22,9 @@
 //! lifetime; none ever refuses) with reserve, pricing and settle on every request,
 //! `--budget redis://...` the same on a Redis; `--redact` runs the redaction layer with the
 //! default policy over every request (the 2 KB request holds no personal data: the scan
-//! runs, nothing is rewritten). Requests are the 2 KB Messages request
+//! runs, nothing is rewritten); `--inspect` runs output inspection with ai-redact's
+//! detectors and the system-prompt leak detector over every answer (window 64 tokens;
+//! the recorded answers hold nothing to find). Requests are the 2 KB Messages request
 //! of `benches/data/request_2k.json`; non-streaming answers replay
 //! `tests/fixtures/anthropic/message_basic.json`, streaming answers replay
 //! `tests/fixtures/anthropic/stream_text.sse` one event per write.
@@ -121,6 +123,13 @@ fn start_upstream() -> SocketAddr {
     rx.recv().expect("upstream address")
 }
 
+/// Layers switched on by a flag alone.
+#[derive(Clone, Copy, Debug, Default)]
+struct Layers {
+    redact: bool,
+    inspect: bool,
+}
+
 fn start_gateway(
     upstream: SocketAddr,
     demo: bool,
@@ -128,7 +137,7 @@ fn start_gateway(
     audit: Option<ai_gateway::audit::Fsync>,
     ratelimit: Option<String>,
     budget: Option<String>,
-    redact: bool,
+    layers: Layers,
 ) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -207,10 +216,22 @@ fn start_gateway(
                     BudgetLayer::with_store(policy, PriceTable::defaults(), redis)
                 }
             });
-            let redact = redact.then(|| {
+            let redact = layers.redact.then(|| {
                 use ai_gateway::redact::{RedactLayer, RedactPolicy, Redactor};
                 println!("--redact: every request scanned by the built-in detectors");
                 RedactLayer::new(Redactor::new(RedactPolicy::default()))
+            });
+            let inspect = layers.inspect.then(|| {
+                use ai_gateway::inspect::{InspectLayer, InspectPolicy, SystemPromptLeak};
+                use ai_gateway::redact::{DetectorClassifier, Detectors};
+                println!(
+                    "--inspect: every answer inspected (detectors and system-prompt leak, window 64)"
+                );
+                InspectLayer::new(InspectPolicy::default())
+                    .classifier(std::sync::Arc::new(DetectorClassifier::new(
+                        Detectors::builtin(),
+                    )))
+                    .classifier(std::sync::Arc::new(SystemPromptLeak::default()))
             });
             let config = ServerConfig {
                 auth,
@@ -218,6 +239,7 @@ fn start_gateway(
                 ratelimit,
                 budget,
                 redact,
+                inspect,
                 ..ServerConfig::default()
             };
             if demo {
@@ -272,7 +294,7 @@ fn main() {
     let mut audit = None;
     let mut ratelimit = None;
     let mut budget = None;
-    let mut redact = false;
+    let mut layers = Layers::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -282,7 +304,8 @@ fn main() {
             "--auth" => auth = true,
             "--ratelimit" => ratelimit = Some(args.next().unwrap_or_else(|| "memory".to_owned())),
             "--budget" => budget = Some(args.next().unwrap_or_else(|| "memory".to_owned())),
-            "--redact" => redact = true,
+            "--redact" => layers.redact = true,
+            "--inspect" => layers.inspect = true,
             "--audit" => {
                 audit = Some(match args.next().as_deref() {
                     Some("always") | None => ai_gateway::audit::Fsync::Always,
@@ -293,7 +316,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth] [--audit always|DURATION] [--ratelimit memory|REDIS_URL] [--budget memory|REDIS_URL] [--redact]"
+                    "unknown argument {other}; usage: e2e_bench [--requests N] [--demo] [--access-log] [--auth] [--audit always|DURATION] [--ratelimit memory|REDIS_URL] [--budget memory|REDIS_URL] [--redact] [--inspect]"
                 );
                 return;
             }
@@ -333,7 +356,7 @@ fn main() {
         AuthLayer::keys(MemoryKeys::new(records).expect("store"), hasher)
     });
     let up = start_upstream();
-    let gw = start_gateway(up, demo, auth, audit, ratelimit, budget, redact);
+    let gw = start_gateway(up, demo, auth, audit, ratelimit, budget, layers);
     if demo {
         println!(
             "--demo: the gateway answers from its demo upstream (server-side cost only, no upstream hop)"

@@ -175,8 +175,17 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
     } else {
         "redaction off"
     };
+    let inspect = if config.inspect.enabled {
+        config
+            .inspect
+            .build(&config.redact)
+            .map_err(|e| e.to_string())?;
+        "inspection on"
+    } else {
+        "inspection off"
+    };
     Ok(format!(
-        "listen {listen}, {upstream}, {auth}, {audit}, {ratelimit}, {budget}, {redact}"
+        "listen {listen}, {upstream}, {auth}, {audit}, {ratelimit}, {budget}, {redact}, {inspect}"
     ))
 }
 
@@ -330,6 +339,19 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
         server.redact = Some(layer);
     } else {
         tracing::debug!("redaction off ([redact] enabled = false)");
+    }
+    if config.inspect.enabled {
+        let layer = config
+            .inspect
+            .build(&config.redact)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            window_tokens = layer.policy().window_tokens(),
+            "output inspection on"
+        );
+        server.inspect = Some(layer);
+    } else {
+        tracing::debug!("output inspection off ([inspect] enabled = false)");
     }
     if config.audit.metrics {
         server.metrics = Some(MetricsEndpoint::prometheus("/metrics")?);

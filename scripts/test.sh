@@ -71,6 +71,8 @@ cargo check --locked --quiet -p ai-redact
 cargo check --locked --quiet -p ai-redact --features ocr
 cargo clippy --locked --quiet -p ai-redact --features ocr --all-targets -- -D warnings
 cargo check --locked --quiet --no-default-features --features redact
+cargo check --locked --quiet -p ai-sse-inspect
+cargo check --locked --quiet --no-default-features --features inspect
 cargo check --locked --quiet -p ai-auth
 cargo check --locked --quiet -p ai-core --no-default-features
 cargo check --locked --quiet -p ai-core --features test-util

@@ -66,6 +66,230 @@ pub struct GatewayConfig {
     /// `[redact]`: personal data and secrets found, classified and removed or tokenized.
     /// Off by default.
     pub redact: RedactSection,
+    /// `[inspect]`: the model's answer inspected as it streams. Off by default.
+    pub inspect: InspectSection,
+}
+
+/// `[inspect]`: output inspection: the window, the classifiers and their actions, the
+/// deny-list, and the tool-call policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectSection {
+    /// Run the inspection layer. Default `false`.
+    pub enabled: bool,
+    /// Tokens held back per streamed block (4 bytes each): the longest finding caught
+    /// before any of it is forwarded, and the latency inspection adds. Default 64.
+    pub window: usize,
+    /// Inspect thinking blocks too. Default `false`.
+    pub thinking: bool,
+    /// Run the personal-data and secret detectors (the built-in ones and
+    /// `[[redact.detectors]]`) over the answer. Default `true`.
+    pub detectors: bool,
+    /// Findings of the detectors less sure than this are ignored. Default 0.5.
+    pub min_confidence: f32,
+    /// Detect answers that repeat the request's system prompt. Default `true`.
+    pub system_prompt: bool,
+    /// Share (0 to 1) of a run of 32 five-word shingles of the answer found in the system
+    /// prompt that makes a leak. Default 0.5.
+    pub leak_threshold: f32,
+    /// The fewest shared shingles that make a leak (8 is about 12 copied words).
+    /// Default 8.
+    pub leak_min_shingles: usize,
+    /// Phrases that must not appear in an answer (case-insensitive). Default none.
+    pub deny: Vec<String>,
+    /// Deny-list phrases match whole words only. Default `true`.
+    pub deny_whole_words: bool,
+    /// The action per finding kind (`pii`, `phi`, `pci`, `secret`, `credential`,
+    /// `system_prompt`, `deny_list`, or `default` for the rest): `block`, `redact` or
+    /// `flag`. Default `block` for every kind.
+    pub actions: std::collections::BTreeMap<String, String>,
+    /// `[inspect.tools]`: the tool-call policy.
+    pub tools: InspectToolsSection,
+}
+
+impl Default for InspectSection {
+    fn default() -> Self {
+        InspectSection {
+            enabled: false,
+            window: 64,
+            thinking: false,
+            detectors: true,
+            min_confidence: 0.5,
+            system_prompt: true,
+            leak_threshold: 0.5,
+            leak_min_shingles: 8,
+            deny: Vec::new(),
+            deny_whole_words: true,
+            actions: std::collections::BTreeMap::new(),
+            tools: InspectToolsSection::default(),
+        }
+    }
+}
+
+/// `[inspect.tools]`: which tools the model may call and rules on their arguments.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectToolsSection {
+    /// Tools anyone may call (globs: `get_weather`, `lookup_*`, `*`). Default `["*"]`.
+    pub allow: Vec<String>,
+    /// A caller's scopes with this prefix allow tools too (`tool:lookup_customer`);
+    /// empty: scopes allow nothing. Default `tool:`.
+    pub scope_prefix: String,
+    /// Largest tool-call arguments held for checking; a longer call is refused.
+    /// Default 1 MiB.
+    #[serde(deserialize_with = "size")]
+    pub max_input_bytes: ByteSize,
+    /// Run the classifiers over tool-call arguments too (a finding that is not `flag`
+    /// refuses the call). Default `false`.
+    pub scan_input: bool,
+    /// Argument rules (`[[inspect.tools.rules]]`).
+    pub rules: Vec<ToolRuleEntry>,
+}
+
+impl Default for InspectToolsSection {
+    fn default() -> Self {
+        InspectToolsSection {
+            allow: vec!["*".to_owned()],
+            scope_prefix: "tool:".to_owned(),
+            max_input_bytes: ByteSize::mib(1),
+            scan_input: false,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One argument rule (`[[inspect.tools.rules]]`): exactly one of `equals` and `domains`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRuleEntry {
+    /// The tools it applies to (a glob).
+    pub tool: String,
+    /// The argument, as a JSON pointer (`/tenant_id`, `/target/url`).
+    pub pointer: String,
+    /// The argument must equal this field of the caller: `subject`, `tenant`, `team`
+    /// or `agent`.
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// The argument must be a URL on these domains (`example.com` exactly,
+    /// `*.example.com` any subdomain).
+    #[serde(default)]
+    pub domains: Option<Vec<String>>,
+    /// A call without the argument breaks the rule. Default `true`.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl InspectSection {
+    /// The inspection layer this section describes, checked; the detectors are
+    /// `redact`'s (built-in and custom).
+    pub fn build(
+        &self,
+        redact: &RedactSection,
+    ) -> Result<ai_sse_inspect::InspectLayer, ConfigError> {
+        use ai_sse_inspect as i;
+        let err = |m: String| ConfigError::plain(format!("[inspect] {m}"));
+        if self.window == 0 || self.window > 16_384 {
+            return Err(err(format!(
+                "window = {} is not between 1 and 16384",
+                self.window
+            )));
+        }
+        let mut policy = i::InspectPolicy::default()
+            .window(self.window)
+            .thinking(self.thinking);
+        for (kind, action) in &self.actions {
+            let a = i::Action::from_name(action).ok_or_else(|| {
+                err(format!(
+                    "actions.{kind} = {action:?} is not one of block, redact, flag"
+                ))
+            })?;
+            if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(err(format!("actions: {kind:?} is not a finding kind")));
+            }
+            policy = if kind == "default" {
+                policy.default_action(a)
+            } else {
+                policy.action(kind, a)
+            };
+        }
+        let mut layer = i::InspectLayer::new(policy);
+        if self.detectors {
+            if !(0.0..=1.0).contains(&self.min_confidence) {
+                return Err(err(format!(
+                    "min_confidence = {} is not between 0 and 1",
+                    self.min_confidence
+                )));
+            }
+            let d = redact.detectors()?.min_confidence(self.min_confidence);
+            layer = layer.classifier(std::sync::Arc::new(ai_redact::DetectorClassifier::new(d)));
+        }
+        if self.system_prompt {
+            if !(0.0..=1.0).contains(&self.leak_threshold) {
+                return Err(err(format!(
+                    "leak_threshold = {} is not between 0 and 1",
+                    self.leak_threshold
+                )));
+            }
+            if self.leak_min_shingles == 0 || self.leak_min_shingles > 32 {
+                return Err(err(format!(
+                    "leak_min_shingles = {} is not between 1 and 32",
+                    self.leak_min_shingles
+                )));
+            }
+            layer = layer.classifier(std::sync::Arc::new(
+                i::SystemPromptLeak::default()
+                    .threshold(self.leak_threshold)
+                    .min_hits(self.leak_min_shingles),
+            ));
+        }
+        if !self.deny.is_empty() {
+            let d = i::DenyList::new(&self.deny)
+                .map_err(err)?
+                .whole_words(self.deny_whole_words);
+            layer = layer.classifier(std::sync::Arc::new(d));
+        }
+        let t = &self.tools;
+        let mut tools = i::ToolPolicy::default()
+            .allow(t.allow.iter().cloned())
+            .max_input_bytes(usize::try_from(t.max_input_bytes.as_u64()).unwrap_or(usize::MAX))
+            .scan_input(t.scan_input);
+        if !t.scope_prefix.is_empty() {
+            tools = tools.scope_prefix(&t.scope_prefix);
+        }
+        for r in &t.rules {
+            let rerr = |m: String| err(format!("tools.rules (tool {:?}): {m}", r.tool));
+            if !(r.pointer.is_empty() || r.pointer.starts_with('/')) {
+                return Err(rerr(format!(
+                    "pointer = {:?} is not a JSON pointer (it starts with /)",
+                    r.pointer
+                )));
+            }
+            let rule = match (&r.equals, &r.domains) {
+                (Some(field), None) => {
+                    let f = i::PrincipalField::from_name(field).ok_or_else(|| {
+                        rerr(format!(
+                            "equals = {field:?} is not one of subject, tenant, team, agent"
+                        ))
+                    })?;
+                    i::ToolRule::equals(&r.tool, &r.pointer, f)
+                }
+                (None, Some(domains)) if !domains.is_empty() => {
+                    i::ToolRule::domains(&r.tool, &r.pointer, domains.iter().cloned())
+                }
+                _ => {
+                    return Err(rerr(
+                        "needs exactly one of equals or a non-empty domains".to_owned(),
+                    ));
+                }
+            };
+            tools = tools.rule(rule.required(r.required));
+        }
+        Ok(layer.tools(tools))
+    }
 }
 
 /// `[redact]`: what to do with each category of sensitive data, custom detectors, and
@@ -205,6 +429,26 @@ impl RedactSection {
             )));
         }
         policy = policy.injection(self.injection_threshold, inj);
+        let detectors = self.detectors()?.min_confidence(self.min_confidence);
+        let layer =
+            ai_redact::RedactLayer::new(ai_redact::Redactor::with_detectors(detectors, policy));
+        if !self.ocr {
+            return Ok(layer);
+        }
+        #[cfg(feature = "ocr")]
+        {
+            Ok(layer.ocr(ai_redact::ocr::Ocr::new().lang(self.ocr_lang.clone())))
+        }
+        #[cfg(not(feature = "ocr"))]
+        {
+            Err(err(OCR_NEEDS_FEATURE.to_owned()))
+        }
+    }
+
+    /// The built-in detectors and the custom ones, checked.
+    pub fn detectors(&self) -> Result<ai_redact::Detectors, ConfigError> {
+        use ai_core::DataCategory as C;
+        let err = |m: String| ConfigError::plain(format!("[redact] {m}"));
         let mut specs = ai_redact::detect::builtin();
         for d in &self.detectors {
             let derr = |m: String| err(format!("detector {:?}: {m}", d.name));
@@ -245,27 +489,13 @@ impl RedactSection {
             }
             specs.push(spec);
         }
-        let detectors = ai_redact::Detectors::new(specs)
-            .map_err(|e| err(e.to_string()))?
-            .min_confidence(self.min_confidence);
-        let layer =
-            ai_redact::RedactLayer::new(ai_redact::Redactor::with_detectors(detectors, policy));
-        if !self.ocr {
-            return Ok(layer);
-        }
-        #[cfg(feature = "ocr")]
-        {
-            Ok(layer.ocr(ai_redact::ocr::Ocr::new().lang(self.ocr_lang.clone())))
-        }
-        #[cfg(not(feature = "ocr"))]
-        {
-            Err(err(
-                "ocr = true needs the gateway built with --features ocr (and the tesseract binary)"
-                    .to_owned(),
-            ))
-        }
+        ai_redact::Detectors::new(specs).map_err(|e| err(e.to_string()))
     }
 }
+
+#[cfg(not(feature = "ocr"))]
+const OCR_NEEDS_FEATURE: &str =
+    "ocr = true needs the gateway built with --features ocr (and the tesseract binary)";
 
 /// Where rate-limit meters live.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -1557,6 +1787,7 @@ impl GatewayConfig {
             ratelimit: None,
             budget: None,
             redact: None,
+            inspect: None,
             admin_token: None,
             metrics: None,
         }
@@ -1799,6 +2030,24 @@ mod tests {
             "confidence",
             "prefixes",
             "case_insensitive",
+            "thinking",
+            "detectors",
+            "system_prompt",
+            "leak_threshold",
+            "leak_min_shingles",
+            "deny",
+            "deny_whole_words",
+            "deny_list",
+            "default",
+            "allow",
+            "scope_prefix",
+            "max_input_bytes",
+            "scan_input",
+            "tool",
+            "pointer",
+            "equals",
+            "domains",
+            "required",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(&format!("{key} = "))),
@@ -1934,6 +2183,65 @@ mod tests {
         assert!(bad("[budget.prices.m]\ninput = 1\n").contains("output"));
         let two = "[[budget.budgets]]\nname = \"t\"\nby = \"team\"\nusd = 1\nwindow = \"daily\"\n";
         assert!(bad(&format!("{two}{two}")).contains("unique"));
+    }
+
+    #[test]
+    fn inspect_section_is_checked() {
+        let text = include_str!("../examples/gateway.toml");
+        let c = GatewayConfig::parse(text, "gateway.toml", env).expect("sample parses");
+        let (i, d) = (&c.inspect, InspectSection::default());
+        assert!(!i.enabled);
+        assert_eq!(
+            (i.window, i.thinking, i.detectors, i.system_prompt),
+            (d.window, d.thinking, d.detectors, d.system_prompt)
+        );
+        assert_eq!(
+            (i.leak_threshold, i.leak_min_shingles),
+            (d.leak_threshold, d.leak_min_shingles)
+        );
+        assert_eq!((&i.deny, i.deny_whole_words), (&d.deny, d.deny_whole_words));
+        assert!(i.actions.values().all(|a| a == "block"));
+        assert_eq!(i.actions.len(), 8);
+        let (t, dt) = (&i.tools, InspectToolsSection::default());
+        assert_eq!((&t.allow, &t.scope_prefix), (&dt.allow, &dt.scope_prefix));
+        assert_eq!(
+            (t.max_input_bytes, t.scan_input),
+            (dt.max_input_bytes, dt.scan_input)
+        );
+        assert_eq!(t.rules.len(), 2);
+        let layer = i.build(&c.redact).expect("sample builds");
+        assert_eq!(layer.policy().window_tokens(), 64);
+        let bad = |text: &str| {
+            GatewayConfig::parse(text, "t.toml", env)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    c.inspect
+                        .build(&c.redact)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+                .expect_err("refused")
+        };
+        assert!(bad("[inspect]\nwindow = 0\n").contains("window = 0"));
+        assert!(bad("[inspect]\nleak_threshold = 1.5\n").contains("leak_threshold"));
+        assert!(bad("[inspect]\nleak_min_shingles = 0\n").contains("leak_min_shingles"));
+        assert!(bad("[inspect]\ndeny = [\"ok\", \" \"]\n").contains("empty"));
+        assert!(bad("[inspect.actions]\npii = \"hide\"\n").contains("pii = \"hide\""));
+        assert!(bad("[inspect.actions]\n\"a-b\" = \"flag\"\n").contains("not a finding kind"));
+        let rule = "[[inspect.tools.rules]]\ntool = \"t\"\npointer = \"/x\"\n";
+        assert!(bad(rule).contains("exactly one of"));
+        assert!(bad(&format!("{rule}equals = \"boss\"\n")).contains("equals = \"boss\""));
+        assert!(
+            bad(&format!(
+                "{rule}equals = \"tenant\"\ndomains = [\"a.com\"]\n"
+            ))
+            .contains("exactly one of")
+        );
+        assert!(
+            bad("[[inspect.tools.rules]]\ntool = \"t\"\npointer = \"x\"\nequals = \"tenant\"\n")
+                .contains("JSON pointer")
+        );
+        assert!(bad("[inspect.tools]\nallowed = []\n").contains("unknown field"));
     }
 
     #[test]

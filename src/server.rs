@@ -5,8 +5,8 @@
 //! log ([`AccessLogLayer`]), tracing, `/metrics` (when configured), the audit edge (records
 //! what authentication and the codec refuse), authentication, panic catching (a panic
 //! becomes an Anthropic-shaped 500, never a dropped connection), the edge codec, the audit
-//! layer, model access, rate limits, budgets and redaction (each when configured), user
-//! pseudonyms, then the provider.
+//! layer, model access, rate limits, budgets, redaction and output inspection (each when
+//! configured), user pseudonyms, then the provider.
 
 use crate::access_log::AccessLogLayer;
 use ai_audit::AuditLayer;
@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// Redaction of personal data and secrets, after budgets (a refused call is never
     /// scanned) and before the provider; tokens in answers are put back. Default `None`.
     pub redact: Option<ai_redact::RedactLayer>,
+    /// Inspection of the answer as it streams, inside redaction (it sees what the
+    /// provider returns, before tokens are put back, so a caller's own data echoed back
+    /// is not a finding) and before the provider. Default `None`.
+    pub inspect: Option<ai_sse_inspect::InspectLayer>,
     /// The bearer token of the admin routes (`GET /admin/budgets/{scope}:{owner}`),
     /// answered before caller authentication. `None` (default): no admin routes.
     pub admin_token: Option<Arc<str>>,
@@ -103,6 +107,7 @@ impl MetricsEndpoint {
         ai_ratelimit::describe_metrics();
         ai_budget::describe_metrics();
         ai_redact::describe_metrics();
+        ai_sse_inspect::describe_metrics();
         let upkeep = handle.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -336,6 +341,7 @@ impl Default for ServerConfig {
             ratelimit: None,
             budget: None,
             redact: None,
+            inspect: None,
             admin_token: None,
             metrics: None,
         }
@@ -392,6 +398,7 @@ where
         .option_layer(config.ratelimit.clone())
         .option_layer(config.budget.clone())
         .option_layer(config.redact.clone())
+        .option_layer(config.inspect.clone())
         .layer(config.pseudonym.clone())
         .service(provider);
     let edge = config.audit.as_ref().map(AuditLayer::edge);

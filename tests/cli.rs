@@ -121,7 +121,7 @@ async fn check_config_accepts_the_sample_with_every_key() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("ok (listen 127.0.0.1:8080, upstream anthropic at https://api.anthropic.com, gateway keys from ")
-            && text(&out.stdout).contains(", audit log in ./audit, rate limits off, budgets off, redaction off)"),
+            && text(&out.stdout).contains(", audit log in ./audit, rate limits off, budgets off, redaction off, inspection off)"),
         "{}",
         text(&out.stdout)
     );

@@ -95,6 +95,25 @@ async fn official_anthropic_sdk_against_the_gateway() {
         },
     )
     .await;
+    // A sixth with output inspection (ai-redact's detectors over the answer): the mock's
+    // `secret/<n>` answers leak a key split over n deltas.
+    let inspecting = start_gateway(
+        &up.url(),
+        GatewayOpts {
+            inspect: Some(
+                ai_gateway::inspect::InspectLayer::new(
+                    ai_gateway::inspect::InspectPolicy::default(),
+                )
+                .classifier(std::sync::Arc::new(
+                    ai_gateway::redact::DetectorClassifier::new(
+                        ai_gateway::redact::Detectors::builtin(),
+                    ),
+                )),
+            ),
+            ..GatewayOpts::default()
+        },
+    )
+    .await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let out = tokio::process::Command::new(&py)
         .args([
@@ -113,6 +132,7 @@ async fn official_anthropic_sdk_against_the_gateway() {
         .env("GATEWAY_LIMITED_URL", format!("http://{limited}"))
         .env("GATEWAY_BUDGET_URL", format!("http://{budgeted}"))
         .env("GATEWAY_REDACT_URL", format!("http://{redacting}"))
+        .env("GATEWAY_INSPECT_URL", format!("http://{inspecting}"))
         .current_dir(&dir)
         .kill_on_drop(true)
         .output();

@@ -71,6 +71,7 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 ///   events straddle compressed chunks).
 /// - `bomb/gzip`: a gzip body that decodes to 8 MiB (a message over a small `max_body`).
 /// - `json/<name>`: `<name>.json` as `application/json`, even to a stream request.
+/// - `secret/<n>`: an answer that leaks [`leaked_key`] split over `n` text deltas.
 /// - `echo/tokens`: answers with every redaction token (`<EMAIL_1>`) the request carried:
 ///   a text block and a `tool_use` block whose input holds them; streamed, each token is
 ///   split over several deltas (what a model does with tokens it repeats).
@@ -231,6 +232,21 @@ impl MockUpstream {
                 true,
             ),
             "echo" => echo(&body, stream),
+            "secret" => {
+                let n = name.parse().unwrap_or(3);
+                if stream {
+                    sse(text_frames(&leaking_deltas(n)), None)
+                } else {
+                    let m = serde_json::json!({
+                        "id": "msg_leak", "type": "message", "role": "assistant",
+                        "model": "claude-sonnet-4-5-20250929",
+                        "content": [{"type": "text", "text": leaking_deltas(n).concat()}],
+                        "stop_reason": "end_turn", "stop_sequence": null,
+                        "usage": {"input_tokens": 30, "output_tokens": 40},
+                    });
+                    json(StatusCode::OK, m.to_string().into_bytes(), true)
+                }
+            }
             "stall" if name == "first-byte" => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 json(StatusCode::OK, Vec::new(), false)
@@ -280,6 +296,65 @@ pub fn tokens_in(text: &str) -> Vec<String> {
     out
 }
 
+/// A credential ai-redact's detectors find (the shape of an Anthropic key).
+pub fn leaked_key() -> String {
+    format!("sk-ant-api03-{}AA", "Xk9".repeat(31))
+}
+
+/// The text before the key in [`leaking_deltas`].
+pub const BEFORE_KEY: &str = "Sure. The deploy key is ";
+
+/// An answer that leaks [`leaked_key`] split over `n` deltas, then goes on.
+pub fn leaking_deltas(n: usize) -> Vec<String> {
+    let key = leaked_key();
+    let mut out = vec![BEFORE_KEY.to_owned()];
+    out.extend((0..n).map(|i| key[i * key.len() / n..(i + 1) * key.len() / n].to_owned()));
+    out.push(" and it rotates weekly.".to_owned());
+    out.push(" Keep it in the vault, never in chat.".to_owned());
+    out
+}
+
+/// One SSE frame.
+pub fn frame(event: &str, data: serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+/// A whole streamed answer: one text block made of `deltas`.
+pub fn text_frames(deltas: &[String]) -> Vec<Bytes> {
+    let mut frames = vec![
+        frame(
+            "message_start",
+            serde_json::json!({"type": "message_start", "message": {
+            "id": "msg_leak", "type": "message", "role": "assistant", "content": [],
+            "model": "claude-sonnet-4-5-20250929", "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 30, "output_tokens": 1}}}),
+        ),
+        frame(
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
+    ];
+    for d in deltas {
+        frames.push(frame(
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta",
+            "index": 0, "delta": {"type": "text_delta", "text": d}}),
+        ));
+    }
+    frames.push(frame(
+        "content_block_stop",
+        serde_json::json!({"type": "content_block_stop", "index": 0}),
+    ));
+    frames.push(frame("message_delta", serde_json::json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 40}})));
+    frames.push(frame(
+        "message_stop",
+        serde_json::json!({"type": "message_stop"}),
+    ));
+    frames
+}
+
 fn echo(body: &[u8], stream: bool) -> Response<Body> {
     let tokens = tokens_in(&String::from_utf8_lossy(body));
     let text = format!("Noted: {}.", tokens.join(" and "));
@@ -297,9 +372,6 @@ fn echo(body: &[u8], stream: bool) -> Response<Body> {
         });
         return json(StatusCode::OK, m.to_string().into_bytes(), true);
     }
-    let frame = |event: &str, data: serde_json::Value| {
-        Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
-    };
     let mut frames = vec![
         frame(
             "message_start",
@@ -446,6 +518,7 @@ pub struct GatewayOpts {
     pub ratelimit: Option<ai_gateway::ratelimit::RateLimitLayer>,
     pub budget: Option<ai_gateway::budget::BudgetLayer>,
     pub redact: Option<ai_gateway::redact::RedactLayer>,
+    pub inspect: Option<ai_gateway::inspect::InspectLayer>,
     pub admin_token: Option<&'static str>,
 }
 
@@ -466,6 +539,7 @@ impl Default for GatewayOpts {
             ratelimit: None,
             budget: None,
             redact: None,
+            inspect: None,
             admin_token: None,
         }
     }
@@ -552,6 +626,7 @@ where
         ratelimit: opts.ratelimit,
         budget: opts.budget,
         redact: opts.redact,
+        inspect: opts.inspect,
         admin_token: opts.admin_token.map(Into::into),
         metrics: opts.metrics,
     };

@@ -311,3 +311,50 @@ def test_redacted_values_come_back_in_a_stream():
         assert v in text, text
     assert "<" not in text
     assert final.content[1].input["to"].startswith("maria.lopez@north-wind.io")
+
+
+def inspect_client():
+    import os
+
+    url = os.environ.get("GATEWAY_INSPECT_URL")
+    if not url:
+        pytest.fail("GATEWAY_INSPECT_URL is not set: run through `cargo test --test python_sdk`")
+    return anthropic.Anthropic(base_url=url, api_key="caller-key", max_retries=0)
+
+
+BEFORE_KEY = "Sure. The deploy key is "
+
+
+@pytest.mark.parametrize("pieces", [2, 3, 10])
+def test_a_blocked_stream_ends_with_policy_block(pieces):
+    # The model leaks a key split over `pieces` deltas; the gateway cuts the answer. The
+    # SDK's stream helper consumes it without raising and reports the stop reason.
+    with inspect_client().messages.stream(
+        model=f"secret/{pieces}", max_tokens=64, messages=USER
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == BEFORE_KEY
+    assert final.stop_reason == "policy_block"
+    assert final.content[0].text == BEFORE_KEY
+    assert final.usage.output_tokens > 1
+
+
+def test_the_reason_code_is_in_the_raw_events():
+    # The helper rebuilds message_stop and drops policy_reason_code; the raw events keep it.
+    events = list(
+        inspect_client().messages.create(
+            model="secret/3", max_tokens=64, messages=USER, stream=True
+        )
+    )
+    assert [e.type for e in events][-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert events[-2].delta.stop_reason == "policy_block"
+    assert events[-2].usage.output_tokens > 1
+    assert events[-1].to_dict()["policy_reason_code"] == "completion.credential.detected"
+
+
+def test_a_blocked_message_carries_the_reason_code():
+    msg = inspect_client().messages.create(model="secret/3", max_tokens=64, messages=USER)
+    assert msg.stop_reason == "policy_block"
+    assert msg.content[0].text == BEFORE_KEY
+    assert msg.to_dict()["policy_reason_code"] == "completion.credential.detected"
