@@ -178,3 +178,50 @@ async fn redaction_inside_an_axum_router_blocks_and_tokenizes() {
     assert!(!text.contains(&key), "{text}");
     assert_eq!(upstream.requests().len(), 1, "the blocked call never left");
 }
+
+#[tokio::test]
+async fn output_inspection_inside_an_axum_router_cuts_a_leaking_stream() {
+    use ai_gateway::core::test_util::{MockProvider, Script};
+    use ai_gateway::inspect::{DenyList, InspectLayer, InspectPolicy};
+    use std::sync::Arc;
+    let sse = [
+        r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"The codename is Blue Her"}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"on, launching in May."}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":12}}"#,
+        r#"{"type":"message_stop"}"#,
+    ]
+    .iter()
+    .map(|d| {
+        let v: serde_json::Value = serde_json::from_str(d).expect("json");
+        format!("event: {}\ndata: {d}\n\n", v["type"].as_str().expect("type"))
+    })
+    .collect::<String>();
+    let upstream = MockProvider::always(Script::sse(sse.as_bytes()));
+    let messages = ServiceBuilder::new()
+        .layer(MessagesCodecLayer::new())
+        .layer(
+            InspectLayer::new(InspectPolicy::default())
+                .classifier(Arc::new(DenyList::new(["Blue Heron"]).expect("list"))),
+        )
+        .service(upstream);
+    let app = Router::new().route_service("/v1/messages", messages);
+    let req = Request::post("/v1/messages")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            serde_json::json!({"model": "m", "max_tokens": 32, "stream": true,
+                "messages": [{"role": "user", "content": "codename?"}]})
+            .to_string(),
+        ))
+        .expect("request");
+    let resp = app.oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("The codename is "), "{text}");
+    assert!(!text.contains("Her"), "{text}");
+    assert!(text.contains(r#""stop_reason":"policy_block""#), "{text}");
+    assert!(text.contains(r#""policy_reason_code":"completion.deny_list.detected""#), "{text}");
+}
