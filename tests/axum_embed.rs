@@ -223,5 +223,8 @@ async fn output_inspection_inside_an_axum_router_cuts_a_leaking_stream() {
     assert!(text.contains("The codename is "), "{text}");
     assert!(!text.contains("Her"), "{text}");
     assert!(text.contains(r#""stop_reason":"policy_block""#), "{text}");
-    assert!(text.contains(r#""policy_reason_code":"completion.deny_list.detected""#), "{text}");
+    assert!(
+        text.contains(r#""policy_reason_code":"completion.deny_list.detected""#),
+        "{text}"
+    );
 }

@@ -637,7 +637,7 @@ async fn a_client_that_trickles_its_headers_is_disconnected() {
 
 #[tokio::test]
 async fn a_client_that_disconnects_mid_stream_drops_the_upstream_request() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     // A raw upstream that streams one event, then watches its socket: the read returning
     // 0 (or an error) means the gateway closed the upstream connection.
     let raw = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -659,14 +659,7 @@ async fn a_client_that_disconnects_mid_stream_drops_the_upstream_request() {
     });
     let gw = start_gateway(&format!("http://{raw_addr}"), GatewayOpts::default()).await;
 
-    let mut client = tokio::net::TcpStream::connect(gw).await.expect("connect");
-    let body = serde_json::to_vec(&messages_body("anything", true)).expect("json");
-    let head = format!(
-        "POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    client.write_all(head.as_bytes()).await.expect("write");
-    client.write_all(&body).await.expect("write");
+    let mut client = raw::post_stream(gw).await;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains("message_start") {
@@ -737,14 +730,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_dropped() {
         },
     )
     .await;
-    let mut client = tokio::net::TcpStream::connect(gw).await.expect("connect");
-    let body = serde_json::to_vec(&messages_body("anything", true)).expect("json");
-    let head = format!(
-        "POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    client.write_all(head.as_bytes()).await.expect("write");
-    client.write_all(&body).await.expect("write");
+    let client = raw::post_stream(gw).await;
     // Never read.
     let sent = tokio::time::timeout(Duration::from_secs(20), closed_rx)
         .await

@@ -122,14 +122,7 @@ async fn the_upstream_connection_is_closed_right_after_the_block() {
         let _ = s.shutdown().await;
     });
     let gw = gateway(&format!("http://{raw_addr}"), GatewayOpts::default()).await;
-    let mut client = tokio::net::TcpStream::connect(gw).await.expect("connect");
-    let body = serde_json::to_vec(&messages_body("anything", true)).expect("json");
-    let head = format!(
-        "POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    client.write_all(head.as_bytes()).await.expect("write");
-    client.write_all(&body).await.expect("write");
+    let mut client = raw::post_stream(gw).await;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains("policy_reason_code") {

@@ -746,6 +746,20 @@ pub mod raw {
             .await
     }
 
+    /// Opens a connection to the gateway `gw` and sends a streamed Messages request on
+    /// it (by hand, so the test holds the socket and reads it as it likes).
+    pub async fn post_stream(gw: std::net::SocketAddr) -> TcpStream {
+        let mut client = TcpStream::connect(gw).await.expect("connect");
+        let body = serde_json::to_vec(&super::messages_body("anything", true)).expect("json");
+        let head = format!(
+            "POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        client.write_all(head.as_bytes()).await.expect("write");
+        client.write_all(&body).await.expect("write");
+        client
+    }
+
     /// Writes one chunk.
     pub async fn write_chunk(s: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
         s.write_all(format!("{:x}\r\n", data.len()).as_bytes())
