@@ -92,7 +92,14 @@ impl Classifier for DenyList {
     }
 
     fn classify(&self, text: &str, out: &mut Vec<Finding>) {
-        for m in self.ac.find_iter(text) {
+        let mut at = 0;
+        while at < text.len() {
+            let Some(m) = self
+                .ac
+                .find(aho_corasick::Input::new(text).span(at..text.len()))
+            else {
+                break;
+            };
             if self.whole_words {
                 let (s, e) = (m.start(), m.end());
                 let phrase = &text[s..e];
@@ -101,9 +108,13 @@ impl Classifier for DenyList {
                 if (is_word_char(phrase.chars().next()) && is_word_char(before))
                     || (is_word_char(phrase.chars().next_back()) && is_word_char(after))
                 {
+                    // Not a whole word here; another phrase may start inside it
+                    // ("subproject Falcon launch" still holds "Falcon launch").
+                    at = s + text[s..].chars().next().map_or(1, char::len_utf8);
                     continue;
                 }
             }
+            at = m.end();
             out.push(Finding::new(
                 m.start(),
                 m.end(),

@@ -357,6 +357,9 @@ fn inspect_message(m: &mut MessagesResponse, ctx: &mut RequestCtx) {
             }
             Err(Cut { finding, offset }) => {
                 ctx.finding(Action::Block, &finding, index, offset);
+                // The text before the finding: from `push`, or from `finish` when the
+                // finding waited for the end.
+                t.push_str(&rest);
                 *text = t;
                 cut = Some((i + 1, reason_code(&finding.kind)));
                 break;
@@ -539,25 +542,40 @@ impl InspectStream {
             StreamEvent::ContentBlockStart(s) => self.start(s),
             StreamEvent::ContentBlockDelta(d) => self.delta(d),
             StreamEvent::ContentBlockStop(s) => self.stop(s),
-            StreamEvent::MessageDelta(_) => {
-                // Blocks never stopped: finish them before the end of the message.
-                let open: Vec<u32> = self.blocks.iter().map(BlockState::index).collect();
-                for index in open {
-                    self.stop(ContentBlockStopEvent {
-                        index,
-                        ..Default::default()
-                    });
-                    if self.inner.is_none() {
-                        return;
-                    }
-                    // The stop event we made up is not forwarded.
-                    if let Some(Ok(StreamEvent::ContentBlockStop(_))) = self.queue.back() {
-                        self.queue.pop_back();
+            StreamEvent::MessageDelta(_) | StreamEvent::MessageStop(_) | StreamEvent::Error(_) => {
+                if let StreamEvent::MessageDelta(d) = &ev {
+                    // The upstream's own count, should finishing a block cut the answer.
+                    if let Some(n) = d.usage.as_ref().and_then(|u| u.output_tokens) {
+                        self.start_output = self.start_output.max(n);
                     }
                 }
-                self.queue.push_back(Ok(ev));
+                // Blocks never stopped: what they hold goes out before the end.
+                self.finish_blocks();
+                if self.inner.is_some() {
+                    self.queue.push_back(Ok(ev));
+                }
             }
             other => self.queue.push_back(Ok(other)),
+        }
+    }
+
+    /// Finishes every open block as at its stop (checking and releasing what it holds),
+    /// without sending the stops the upstream did not send.
+    fn finish_blocks(&mut self) {
+        let open: Vec<u32> = self.blocks.iter().map(BlockState::index).collect();
+        for index in open {
+            if self.inner.is_none() {
+                return;
+            }
+            self.stop(ContentBlockStopEvent {
+                index,
+                ..Default::default()
+            });
+            if self.inner.is_some() {
+                if let Some(Ok(StreamEvent::ContentBlockStop(_))) = self.queue.back() {
+                    self.queue.pop_back();
+                }
+            }
         }
     }
 
@@ -777,27 +795,18 @@ impl Stream for InspectStream {
             match ready!(inner.as_mut().poll_next(cx)) {
                 Some(Ok(ev)) => self.process(ev),
                 Some(Err(e)) => {
-                    // Held text is dropped with the error: it was checked only as far
-                    // as it came, and the answer is failing anyway.
-                    self.inner = None;
-                    self.queue.push_back(Err(e));
+                    // What the blocks hold was checked: it goes out before the error
+                    // (unless finishing them finds a violation: then the answer ends
+                    // with the block instead).
+                    self.finish_blocks();
+                    if self.inner.take().is_some() {
+                        self.queue.push_back(Err(e));
+                    }
                 }
                 None => {
                     // The upstream ended without closing its blocks: release what was
                     // checked, as at a block stop.
-                    let open: Vec<u32> = self.blocks.iter().map(BlockState::index).collect();
-                    for index in open {
-                        if self.inner.is_none() {
-                            break;
-                        }
-                        self.stop(ContentBlockStopEvent {
-                            index,
-                            ..Default::default()
-                        });
-                        if let Some(Ok(StreamEvent::ContentBlockStop(_))) = self.queue.back() {
-                            self.queue.pop_back();
-                        }
-                    }
+                    self.finish_blocks();
                     self.inner = None;
                 }
             }

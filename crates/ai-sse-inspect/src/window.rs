@@ -125,6 +125,18 @@ impl TextWindow {
                     f.start += from;
                     f.end += from;
                 }
+                // One that ends in text the last step saw was judged then, with all its
+                // context; here it may be an artefact of the cut (`classified` inside
+                // `declassified`).
+                let scanned = self.scanned;
+                let mut keep = first;
+                for i in first..findings.len() {
+                    if findings[i].end >= scanned {
+                        findings.swap(keep, i);
+                        keep += 1;
+                    }
+                }
+                findings.truncate(keep);
             }
         }
         if !findings.is_empty() {
@@ -141,7 +153,16 @@ impl TextWindow {
         out.push_str(&self.buf[self.released..to]);
         self.released = to;
         if self.released > CONTEXT_BYTES {
-            let drop = floor_boundary(&self.buf, self.released - CONTEXT_BYTES);
+            // Cut the context after a space where there is one, so the text left does
+            // not start inside a word or number (a tail of a long number could pass for
+            // a card).
+            let mut drop = floor_boundary(&self.buf, self.released - CONTEXT_BYTES);
+            if let Some(sp) = self.buf.as_bytes()[drop..self.released]
+                .iter()
+                .position(u8::is_ascii_whitespace)
+            {
+                drop += sp + 1;
+            }
             self.buf.drain(..drop);
             self.released -= drop;
             self.settled = self.settled.saturating_sub(drop);
@@ -179,54 +200,67 @@ impl TextWindow {
             .find(|f| action(f) == Action::Block)
             .cloned();
         let limit = block.as_ref().map_or(len, |b| b.start.max(self.released));
-        // Redactions before the cut (none overlap: the earlier, longer one wins).
+        // Redactions before the cut; overlapping ones merge into their union (named by
+        // the first), so no tail of either is left.
         let mut reds: Vec<(usize, usize, Arc<str>)> = Vec::new();
+        // (action, finding index, position in the buffer before the redactions)
+        let mut told: Vec<(Action, usize)> = Vec::new();
         let mut new_settled = self.settled;
-        for f in findings.iter() {
+        for (i, f) in findings.iter().enumerate() {
+            if f.start >= limit {
+                continue;
+            }
             match action(f) {
                 Action::Block => {}
                 Action::Flag => {
-                    if f.start < limit {
-                        (env.on_finding)(Action::Flag, f, self.base + f.start as u64);
-                        new_settled = new_settled.max(f.end);
-                    }
+                    told.push((Action::Flag, i));
+                    new_settled = new_settled.max(f.end);
                 }
                 Action::Redact => {
                     let start = f.start.max(self.released);
                     let end = f.end.min(limit);
-                    if f.start >= limit {
-                        continue;
-                    }
                     if start >= end {
                         // Already forwarded (found late): all that is left is the record.
-                        (env.on_finding)(Action::Flag, f, self.base + f.start as u64);
+                        told.push((Action::Flag, i));
                         new_settled = new_settled.max(f.end);
                         continue;
                     }
-                    if reds.last().is_some_and(|(_, e, _)| *e > start) {
-                        continue;
+                    match reds.last_mut() {
+                        // Inside the previous one: nothing more to do or tell.
+                        Some(last) if last.1 >= end => {}
+                        Some(last) if last.1 > start => {
+                            last.1 = end;
+                            told.push((Action::Redact, i));
+                        }
+                        _ => {
+                            reds.push((start, end, f.rule.clone()));
+                            told.push((Action::Redact, i));
+                        }
                     }
-                    (env.on_finding)(Action::Redact, f, self.base + f.start as u64);
-                    reds.push((start, end, f.rule.clone()));
                 }
             }
+        }
+        // Where a position before the redactions lands after them.
+        let shift = |p: usize| -> usize {
+            let mut q = p as isize;
+            for (s, e, rule) in &reds {
+                if *e <= p {
+                    q += rule.len() as isize + 2 - (*e - *s) as isize;
+                } else if *s < p {
+                    // Inside a replacement: its end.
+                    q += (*s as isize - p as isize) + rule.len() as isize + 2;
+                }
+            }
+            q.max(0) as usize
+        };
+        for (a, i) in told {
+            let f = &findings[i];
+            (env.on_finding)(a, f, self.base + shift(f.start) as u64);
         }
         let mut limit = limit;
         if !reds.is_empty() {
             let mut next = String::with_capacity(self.buf.len() + 16 * reds.len());
             let mut at = 0;
-            let shift = |p: usize, reds: &[(usize, usize, Arc<str>)]| -> usize {
-                let mut q = p as isize;
-                for (s, e, rule) in reds {
-                    if *e <= p {
-                        q += rule.len() as isize + 2 - (*e - *s) as isize;
-                    } else if *s < p {
-                        // Inside a replacement: its end.
-                        q += (*s as isize - p as isize) + rule.len() as isize + 2;
-                    }
-                }
-                q.max(0) as usize
-            };
             for (s, e, rule) in &reds {
                 next.push_str(&self.buf[at..*s]);
                 next.push('[');
@@ -236,15 +270,15 @@ impl TextWindow {
             }
             next.push_str(&self.buf[at..]);
             let last_end = reds.last().map_or(0, |(_, e, _)| *e);
-            new_settled = shift(new_settled.max(last_end), &reds);
-            limit = shift(limit, &reds);
+            new_settled = shift(new_settled.max(last_end));
+            limit = shift(limit);
             self.buf = next;
         }
         self.settled = new_settled;
         if let Some(finding) = block {
             out.clear();
             out.push_str(&self.buf[self.released..limit.max(self.released)]);
-            let offset = self.base + finding.start as u64;
+            let offset = self.base + shift(finding.start) as u64;
             return Err(Cut { finding, offset });
         }
         Ok(())
@@ -392,6 +426,26 @@ mod tests {
             .window(16)
             .action("cat", Action::Redact);
         let (out, cut, _) = run(&["my cat ate the bird"], &p, &Words(vec!["cat", "bird"]));
+        assert_eq!(out.concat(), "my [CAT] ate the ");
+        assert_eq!(cut.expect("blocked").offset, 17);
+    }
+
+    #[test]
+    fn overlapping_redactions_merge_and_offsets_are_in_the_output() {
+        let p = InspectPolicy::default()
+            .window(16)
+            .action("abcdef", Action::Redact)
+            .action("defghi", Action::Redact)
+            .action("cat", Action::Redact);
+        let (out, cut, seen) = run(&["abcdefghi x"], &p, &Words(vec!["abcdef", "defghi"]));
+        assert!(cut.is_none());
+        assert_eq!(out.concat(), "[ABCDEF] x");
+        assert_eq!(seen.len(), 2);
+        let (out, _, seen) = run(&["a cat and cat."], &p, &Words(vec!["cat"]));
+        assert_eq!(out.concat(), "a [CAT] and [CAT].");
+        assert_eq!(seen, [(Action::Redact, 2), (Action::Redact, 12)]);
+        let p = p.action("bird", Action::Block);
+        let (out, cut, _) = run(&["my cat ate the bird."], &p, &Words(vec!["cat", "bird"]));
         assert_eq!(out.concat(), "my [CAT] ate the ");
         assert_eq!(cut.expect("blocked").offset, 17);
     }
