@@ -8,6 +8,8 @@
 //!   [`Usage`]); unknown fields and block types are kept and forwarded unchanged;
 //! - [`AiBody`] (a whole message, or a stream of typed events) and [`AiError`];
 //! - the extension types layers pass in `http::Extensions` ([`ext`]);
+//! - the OpenAI Chat Completions mapping ([`openai`]), shared by OpenAI providers and
+//!   the OpenAI surface;
 //! - the [`classify::Classifier`] trait, so detectors plug into any inspecting layer;
 //! - the completion hook ([`AiBody::on_complete`], [`CompletionFuture`]): one call when a
 //!   response is over, for messages, streams that end or fail, and client drops;
@@ -69,6 +71,7 @@ pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod ext;
+pub mod openai;
 pub mod sse;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
