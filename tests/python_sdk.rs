@@ -114,6 +114,14 @@ async fn official_anthropic_sdk_against_the_gateway() {
         },
     )
     .await;
+    // A seventh in front of an OpenAI-compatible upstream (the mock's chat completions).
+    let via_openai = serve_service(
+        ai_gateway::provider::OpenAiProvider::self_hosted(format!("{}/v1", up.url()))
+            .build()
+            .expect("provider"),
+        GatewayOpts::default(),
+    )
+    .await;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let out = tokio::process::Command::new(&py)
         .args([
@@ -133,6 +141,10 @@ async fn official_anthropic_sdk_against_the_gateway() {
         .env("GATEWAY_BUDGET_URL", format!("http://{budgeted}"))
         .env("GATEWAY_REDACT_URL", format!("http://{redacting}"))
         .env("GATEWAY_INSPECT_URL", format!("http://{inspecting}"))
+        .env(
+            "GATEWAY_OPENAI_UPSTREAM_URL",
+            format!("http://{via_openai}"),
+        )
         .current_dir(&dir)
         .kill_on_drop(true)
         .output();

@@ -76,6 +76,9 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 ///   a text block and a `tool_use` block whose input holds them; streamed, each token is
 ///   split over several deltas (what a model does with tokens it repeats).
 ///
+/// On `/v1/chat/completions` it is an OpenAI-compatible upstream: `replay/<name>` answers
+/// `openai/<name>.sse` (or `.json`), `selfhosted/<name>` the vLLM and Ollama recordings.
+///
 /// `count_tokens` and `models` answer from `count_tokens.json` and a small list.
 /// Successful answers carry the headers of `default_response_headers.json`.
 #[derive(Clone)]
@@ -157,6 +160,25 @@ impl MockUpstream {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let model = v["model"].as_str().unwrap_or_default().to_owned();
         let stream = v["stream"].as_bool().unwrap_or(false);
+        if path.ends_with("/v1/chat/completions") {
+            // An OpenAI-compatible upstream: `replay/<name>` answers `openai/<name>.sse`
+            // (or `.json`), `selfhosted/<name>` answers `selfhosted/<name>.sse`.
+            let (kind, name) = model.split_once('/').unwrap_or(("replay", "message_basic"));
+            let dir = if kind == "selfhosted" {
+                "selfhosted"
+            } else {
+                "openai"
+            };
+            return if stream {
+                sse(sse_frames(&fixture(&format!("{dir}/{name}.sse"))), None)
+            } else {
+                json(
+                    StatusCode::OK,
+                    fixture(&format!("{dir}/{name}.json")),
+                    false,
+                )
+            };
+        }
         let (kind, name) = model.split_once('/').unwrap_or(("replay", "message_basic"));
         match kind {
             "error" => {

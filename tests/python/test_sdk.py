@@ -358,3 +358,24 @@ def test_a_blocked_message_carries_the_reason_code():
     assert msg.stop_reason == "policy_block"
     assert msg.content[0].text == BEFORE_KEY
     assert msg.to_dict()["policy_reason_code"] == "completion.credential.detected"
+
+
+def test_an_openai_compatible_upstream_gives_an_anthropic_stream():
+    # The gateway maps the Anthropic request to Chat Completions and the recorded OpenAI
+    # stream back to Anthropic events; the SDK's helper accumulates them as usual.
+    import os
+
+    url = os.environ.get("GATEWAY_OPENAI_UPSTREAM_URL")
+    if not url:
+        pytest.fail("GATEWAY_OPENAI_UPSTREAM_URL is not set: run through `cargo test --test python_sdk`")
+    client = anthropic.Anthropic(base_url=url, api_key="caller-key", max_retries=0)
+    with client.messages.stream(model="replay/stream_text", max_tokens=64, messages=USER) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.startswith("I'm unable to provide real-time weather")
+    assert final.content[0].text == text
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+    msg = client.messages.create(model="replay/message_basic", max_tokens=64, messages=USER)
+    assert msg.usage.output_tokens == 37
+    assert msg.content[0].text.startswith("I'm unable")

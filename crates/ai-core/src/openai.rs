@@ -486,6 +486,28 @@ fn error_of(v: &Value) -> AiError {
     AiError::new(kind, message)
 }
 
+/// The error an OpenAI-compatible upstream answered with `status` and `body` (`{"error":
+/// {"message", "type", "code"}}`, or anything else). The kind follows the status (a 429
+/// is a rate limit whatever its `type` says; OpenAI's 429 `type` is `tokens` or
+/// `requests`), the message is the upstream's; the status is kept.
+pub fn error_from_body(status: http::StatusCode, body: &[u8]) -> AiError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = v["error"]["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("upstream returned http {}", status.as_u16()));
+    let kind = match status.as_u16() {
+        400 | 422 => ErrorKind::InvalidRequest,
+        404 => ErrorKind::NotFound,
+        413 => ErrorKind::RequestTooLarge,
+        429 => ErrorKind::RateLimit,
+        503 => ErrorKind::Overloaded,
+        _ if status.is_server_error() => ErrorKind::Api,
+        _ => error_of(&v).kind(),
+    };
+    AiError::upstream(status, kind.error_type(), message)
+}
+
 /// The canonical message for an OpenAI `chat.completion` (the first choice).
 pub fn from_chat_completion(v: &Value) -> Result<MessagesResponse, AiError> {
     if v.get("error").is_some() {
@@ -627,6 +649,11 @@ impl ChunkDecoder {
     /// Whether the stream is over (`[DONE]` seen or [`finish`](Self::finish) called).
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Whether a `finish_reason` came: the answer is whole even if `[DONE]` does not.
+    pub fn saw_finish(&self) -> bool {
+        self.stop_reason.is_some()
     }
 
     fn close(&mut self, out: &mut Vec<StreamEvent>) {

@@ -41,7 +41,7 @@ pub const DEFAULT_MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// A provider could not be built from its settings.
 #[derive(Debug)]
-pub struct ConfigError(String);
+pub struct ConfigError(pub(crate) String);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -163,41 +163,11 @@ impl AnthropicBuilder {
             .cloned()
             .ok_or_else(|| ConfigError("the base url needs a host".into()))?;
         let prefix = base.path().trim_end_matches('/').to_owned();
-
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(self.connect_timeout));
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        for der in self.extra_roots {
-            roots
-                .add(rustls::pki_types::CertificateDer::from(der))
-                .map_err(|e| ConfigError(format!("invalid root certificate: {e}")))?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError(format!("tls setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .build(https);
-        // Upstreams and the proxies in front of them may compress (gzip, deflate, br,
-        // zstd); the answer is decoded as it streams, and every limit below counts
-        // decoded bytes.
-        let client = Decompression::new(client);
+        let client = https_client(
+            self.connect_timeout,
+            self.pool_idle_timeout,
+            self.extra_roots,
+        )?;
         Ok(AnthropicProvider {
             shared: Arc::new(Shared {
                 scheme,
@@ -213,6 +183,54 @@ impl AnthropicBuilder {
         })
     }
 }
+
+/// A pooled client as every provider uses: TLS with the webpki roots (and `extra_roots`),
+/// HTTP/2 when the server offers it by ALPN, TCP_NODELAY, and answers decoded as they
+/// stream (gzip, deflate, br, zstd; every limit counts decoded bytes).
+pub(crate) fn https_client(
+    connect_timeout: Duration,
+    pool_idle_timeout: Duration,
+    extra_roots: Vec<Vec<u8>>,
+) -> Result<HttpsClient, ConfigError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for der in extra_roots {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der))
+            .map_err(|e| ConfigError(format!("invalid root certificate: {e}")))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ConfigError(format!("tls setup failed: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(pool_idle_timeout)
+        .build(https);
+    // Upstreams and the proxies in front of them may compress (gzip, deflate, br,
+    // zstd); the answer is decoded as it streams, and every limit below counts
+    // decoded bytes.
+    let client = Decompression::new(client);
+    Ok(client)
+}
+
+/// The client type of [`https_client`].
+pub(crate) type HttpsClient = Decompression<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>;
 
 struct Shared {
     scheme: http::uri::Scheme,
@@ -244,11 +262,11 @@ struct Shared {
 #[derive(Clone)]
 pub struct AnthropicProvider {
     shared: Arc<Shared>,
-    client: Decompression<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
+    client: HttpsClient,
 }
 
 /// The body of an upstream answer, decoded when it came compressed.
-type UpstreamBody = DecompressionBody<hyper::body::Incoming>;
+pub(crate) type UpstreamBody = DecompressionBody<hyper::body::Incoming>;
 
 impl fmt::Debug for AnthropicProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -550,7 +568,7 @@ fn forwarded_query(query: Option<&str>) -> String {
 }
 
 /// Response headers that reach the client.
-fn pass_through(h: &HeaderMap) -> HeaderMap {
+pub(crate) fn pass_through(h: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in h {
         let n = name.as_str();
@@ -564,7 +582,7 @@ fn pass_through(h: &HeaderMap) -> HeaderMap {
 }
 
 /// Reads a whole (decoded) body, at most `limit` bytes of it, within `timeout`.
-async fn read_limited(
+pub(crate) async fn read_limited(
     body: UpstreamBody,
     limit: usize,
     timeout: Duration,
@@ -594,7 +612,7 @@ async fn read_limited(
 /// The provider's response future.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<Response<AiBody>, AiError>> + Send>>,
+    pub(crate) inner: Pin<Box<dyn Future<Output = Result<Response<AiBody>, AiError>> + Send>>,
 }
 
 impl fmt::Debug for ResponseFuture {

@@ -3,6 +3,8 @@
 //!
 //! - [`AnthropicProvider`]: the Anthropic API over a pooled hyper-util client (rustls,
 //!   HTTP/2 when offered, TCP_NODELAY), with connect / first-byte / idle timeouts.
+//! - [`OpenAiProvider`]: OpenAI Chat Completions, or a self-hosted OpenAI-compatible
+//!   server (vLLM, Ollama, llama.cpp), mapped to and from the canonical shape.
 //! - [`DemoProvider`]: a built-in upstream that streams a canned answer, for trying the
 //!   gateway without a vendor key.
 //!
@@ -33,6 +35,8 @@
 
 pub mod anthropic;
 pub mod demo;
+pub mod openai;
 
 pub use anthropic::{AnthropicBuilder, AnthropicProvider, ConfigError};
 pub use demo::DemoProvider;
+pub use openai::{OpenAiBuilder, OpenAiProvider};

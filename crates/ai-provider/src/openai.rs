@@ -1,0 +1,521 @@
+//! [`OpenAiProvider`]: canonical requests to OpenAI Chat Completions, or to a self-hosted
+//! OpenAI-compatible server (vLLM, Ollama, llama.cpp), answers mapped back to canonical
+//! messages and events with [`ai_core::openai`].
+
+use crate::anthropic::{
+    ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY, DEFAULT_POOL_IDLE_TIMEOUT, HttpsClient, ResponseFuture, UpstreamBody,
+    https_client, read_limited,
+};
+use ai_core::openai::{ChunkDecoder, MaxTokensField, error_from_body, from_chat_completion};
+use ai_core::sse::SseParser;
+use ai_core::{
+    AiBody, AiError, Attempt, CallReport, Endpoint, ErrorKind, MessagesRequest, Served,
+    StreamEvent, Timings,
+};
+use bytes::{Buf, Bytes};
+use futures_core::Stream;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body::Body;
+use http_body_util::Full;
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::{Service, ServiceExt};
+
+/// OpenAI's base URL (with its `/v1`, as the OpenAI SDKs take it).
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Settings of an [`OpenAiProvider`].
+pub struct OpenAiBuilder {
+    name: String,
+    base_url: String,
+    api_key: Option<String>,
+    key_required: bool,
+    max_tokens: MaxTokensField,
+    connect_timeout: Duration,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
+    pool_idle_timeout: Duration,
+    max_body: usize,
+}
+
+impl fmt::Debug for OpenAiBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiBuilder")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiBuilder {
+    /// The base URL, up to and including `/v1` (`http://localhost:8000/v1`).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// The key, sent as `Authorization: Bearer`.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The provider's name in `Served`, audit records and metrics. Default `openai`, or
+    /// `selfhosted`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Which field carries the output cap.
+    pub fn max_tokens_field(mut self, f: MaxTokensField) -> Self {
+        self.max_tokens = f;
+        self
+    }
+
+    /// Time to establish the TCP connection.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Time to the response headers.
+    pub fn first_byte_timeout(mut self, d: Duration) -> Self {
+        self.first_byte_timeout = d;
+        self
+    }
+
+    /// Longest silence between stream chunks (and time to read a whole answer).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// Lifetime of an idle pooled connection.
+    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
+        self.pool_idle_timeout = d;
+        self
+    }
+
+    /// Largest (decoded) non-streaming answer.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Builds the provider and its connection pool.
+    pub fn build(self) -> Result<OpenAiProvider, ConfigError> {
+        let auth = match &self.api_key {
+            Some(k) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {k}"))
+                    .map_err(|_| ConfigError("the api key is not a valid header value".into()))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None if self.key_required => {
+                return Err(ConfigError("an api key is required".into()));
+            }
+            None => None,
+        };
+        let base: Uri = self
+            .base_url
+            .parse()
+            .map_err(|_| ConfigError(format!("invalid base url: {}", self.base_url)))?;
+        let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned())
+        else {
+            return Err(ConfigError(format!(
+                "the base url needs a scheme and a host: {}",
+                self.base_url
+            )));
+        };
+        let client = https_client(self.connect_timeout, self.pool_idle_timeout, Vec::new())?;
+        Ok(OpenAiProvider {
+            shared: Arc::new(Shared {
+                name: Arc::from(self.name),
+                scheme,
+                authority,
+                prefix: base.path().trim_end_matches('/').to_owned(),
+                auth,
+                max_tokens: self.max_tokens,
+                first_byte_timeout: self.first_byte_timeout,
+                idle_timeout: self.idle_timeout,
+                max_body: self.max_body,
+            }),
+            client,
+        })
+    }
+}
+
+struct Shared {
+    name: Arc<str>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    prefix: String,
+    auth: Option<HeaderValue>,
+    max_tokens: MaxTokensField,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
+    max_body: usize,
+}
+
+/// Sends canonical Messages requests to an OpenAI Chat Completions endpoint
+/// (`POST <base>/chat/completions`) and maps the answers back, so the layers above see
+/// the same `AiBody` as from Anthropic. Clones share the connection pool.
+///
+/// - Requests are mapped by [`ai_core::openai::to_chat_request`]; streams ask for
+///   `stream_options.include_usage`. What does not map is listed in
+///   `docs/ai-provider.md`.
+/// - A stream is decoded by [`ChunkDecoder`]. A server that sends no usage chunk (vLLM,
+///   Ollama) gets an estimate of the output (bytes / 4).
+/// - Errors keep the upstream's status and message. 401 and 403 are the gateway's own key
+///   refused, so they become 502 `api_error`. `retry-after` is kept.
+/// - Only `POST /v1/messages` is served. `count_tokens` and the model list are not
+///   (404).
+#[derive(Clone)]
+pub struct OpenAiProvider {
+    shared: Arc<Shared>,
+    client: HttpsClient,
+}
+
+impl fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiProvider")
+            .field("name", &self.shared.name)
+            .field("authority", &self.shared.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiProvider {
+    /// OpenAI: `https://api.openai.com/v1`, a key required, `max_completion_tokens`.
+    pub fn builder() -> OpenAiBuilder {
+        OpenAiBuilder {
+            name: "openai".to_owned(),
+            base_url: OPENAI_BASE_URL.to_owned(),
+            api_key: None,
+            key_required: true,
+            max_tokens: MaxTokensField::MaxCompletionTokens,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// A self-hosted OpenAI-compatible server at `base_url` (`http://localhost:8000/v1`):
+    /// the key is optional, the cap is sent as `max_tokens`.
+    pub fn self_hosted(base_url: impl Into<String>) -> OpenAiBuilder {
+        OpenAiBuilder {
+            name: "selfhosted".to_owned(),
+            base_url: base_url.into(),
+            key_required: false,
+            max_tokens: MaxTokensField::MaxTokens,
+            ..Self::builder()
+        }
+    }
+
+    fn upstream_request(&self, req: &MessagesRequest) -> Result<Request<Full<Bytes>>, AiError> {
+        let s = &self.shared;
+        let uri = Uri::builder()
+            .scheme(s.scheme.clone())
+            .authority(s.authority.clone())
+            .path_and_query(format!("{}/chat/completions", s.prefix))
+            .build()
+            .map_err(|_| AiError::api("failed to build the upstream uri"))?;
+        let body = serde_json::to_vec(&ai_core::openai::to_chat_request(req, s.max_tokens))
+            .map_err(|_| AiError::api("failed to encode the upstream request"))?;
+        let mut up = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| AiError::api("failed to build the upstream request"))?;
+        let h = up.headers_mut();
+        if let Some(a) = &s.auth {
+            h.insert(header::AUTHORIZATION, a.clone());
+        }
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("ai-gateway/", env!("CARGO_PKG_VERSION"))),
+        );
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static(if req.is_stream() {
+                "identity"
+            } else {
+                "gzip, deflate, br, zstd"
+            }),
+        );
+        Ok(up)
+    }
+
+    async fn send(self, req: Request<MessagesRequest>) -> Result<Response<AiBody>, AiError> {
+        let endpoint = req
+            .extensions()
+            .get::<Endpoint>()
+            .cloned()
+            .unwrap_or(Endpoint::Messages);
+        if endpoint != Endpoint::Messages {
+            return Err(AiError::new(
+                ErrorKind::NotFound,
+                "this upstream serves messages only (no count_tokens or model list)",
+            ));
+        }
+        let s = self.shared.clone();
+        let timings = req.extensions().get::<Timings>().cloned();
+        let report = req.extensions().get::<CallReport>().cloned();
+        let model = req.body().model.clone();
+        let attempt = |status: Option<u16>| {
+            if let Some(r) = &report {
+                r.push_attempt(Attempt {
+                    provider: s.name.clone(),
+                    model: Arc::from(model.as_str()),
+                    status,
+                });
+            }
+        };
+        let up = self.upstream_request(req.body())?;
+        let call = self.client.clone().oneshot(up);
+        let resp = match tokio::time::timeout(s.first_byte_timeout, call).await {
+            Err(_) => {
+                attempt(None);
+                return Err(AiError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "upstream sent no response within {} ms",
+                        s.first_byte_timeout.as_millis()
+                    ),
+                ));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(provider = %s.name, error = %e, connect = e.is_connect(), "upstream request failed");
+                attempt(None);
+                return Err(AiError::new(
+                    ErrorKind::UpstreamUnavailable,
+                    if e.is_connect() {
+                        "could not connect to the upstream"
+                    } else {
+                        "the upstream connection failed"
+                    },
+                ));
+            }
+            Ok(Ok(r)) => r,
+        };
+        if let Some(t) = &timings {
+            t.mark_first_byte();
+        }
+        attempt(Some(resp.status().as_u16()));
+        let (parts, body) = resp.into_parts();
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if !parts.status.is_success() {
+            let bytes = read_limited(body, 256 * 1024, s.idle_timeout)
+                .await
+                .unwrap_or_default();
+            if matches!(parts.status.as_u16(), 401 | 403) {
+                tracing::warn!(provider = %s.name, status = parts.status.as_u16(), "the upstream refused the gateway's credentials");
+                return Err(AiError::new(
+                    ErrorKind::UpstreamUnavailable,
+                    format!(
+                        "the upstream refused the gateway's own credentials (http {}); \
+                         the gateway's operator must fix its key",
+                        parts.status.as_u16()
+                    ),
+                )
+                .with_request_id(request_id));
+            }
+            let mut e = error_from_body(parts.status, &bytes).with_request_id(request_id);
+            if let Some(secs) = parts
+                .headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+            {
+                e = e.with_retry_after(Duration::from_secs_f64(secs.min(86_400.0)));
+            }
+            return Err(e);
+        }
+        let is_sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let body = if is_sse {
+            AiBody::from_events(ChunkEvents::new(body, s.idle_timeout, timings))
+        } else {
+            let bytes = read_limited(body, s.max_body, s.idle_timeout).await?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+                AiError::new(
+                    ErrorKind::UpstreamUnavailable,
+                    "upstream returned invalid json",
+                )
+            })?;
+            let message = AiBody::from(from_chat_completion(&v)?);
+            if req.body().is_stream() {
+                message.into_stream()
+            } else {
+                message
+            }
+        };
+        let mut out = Response::new(body);
+        out.extensions_mut().insert(Served {
+            provider: s.name.clone(),
+            model: Arc::from(req.body().model.as_str()),
+        });
+        Ok(out)
+    }
+}
+
+impl Service<Request<MessagesRequest>> for OpenAiProvider {
+    type Response = Response<AiBody>;
+    type Error = AiError;
+    type Future = ResponseFuture;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), AiError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<MessagesRequest>) -> ResponseFuture {
+        ResponseFuture {
+            inner: Box::pin(self.clone().send(req)),
+        }
+    }
+}
+
+/// An OpenAI SSE body decoded into canonical events, with an idle timeout.
+struct ChunkEvents {
+    body: Pin<Box<UpstreamBody>>,
+    parser: SseParser,
+    decoder: ChunkDecoder,
+    scratch: Vec<StreamEvent>,
+    queue: VecDeque<Result<StreamEvent, AiError>>,
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    timings: Option<Timings>,
+    done: bool,
+}
+
+impl ChunkEvents {
+    fn new(body: UpstreamBody, idle: Duration, timings: Option<Timings>) -> Self {
+        ChunkEvents {
+            body: Box::pin(body),
+            parser: SseParser::new(),
+            decoder: ChunkDecoder::new(),
+            scratch: Vec::new(),
+            queue: VecDeque::new(),
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            timings,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, kind: ErrorKind, message: &'static str) {
+        self.done = true;
+        self.queue.push_back(Err(AiError::new(kind, message)));
+    }
+
+    /// Decodes the events the parser holds.
+    fn drain_parser(&mut self) {
+        while !self.done {
+            match self.parser.next_event() {
+                None => return,
+                Some(Err(_)) => {
+                    self.fail(
+                        ErrorKind::UpstreamUnavailable,
+                        "upstream event stream is invalid",
+                    );
+                }
+                Some(Ok(ev)) => {
+                    let r = self.decoder.chunk(&ev.data, &mut self.scratch);
+                    for e in self.scratch.drain(..) {
+                        if matches!(e, StreamEvent::ContentBlockDelta(_)) {
+                            if let Some(t) = self.timings.take() {
+                                t.mark_first_token();
+                            }
+                        }
+                        self.queue.push_back(Ok(e));
+                    }
+                    if let Err(e) = r {
+                        self.done = true;
+                        self.queue.push_back(Err(e));
+                    } else if self.decoder.is_done() {
+                        self.done = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Stream for ChunkEvents {
+    type Item = Result<StreamEvent, AiError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(item) = this.queue.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.body.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(mut data) = frame.into_data() {
+                        while data.has_remaining() {
+                            let chunk = data.chunk();
+                            let n = chunk.len();
+                            this.parser.feed(chunk);
+                            data.advance(n);
+                        }
+                    }
+                    this.sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle);
+                    this.drain_parser();
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) if this.decoder.saw_finish() => {
+                    // The answer is whole (a server that never sends `[DONE]`).
+                    this.decoder.finish(&mut this.scratch);
+                    this.queue.extend(this.scratch.drain(..).map(Ok));
+                    this.done = true;
+                }
+                Poll::Ready(Some(Err(_))) => this.fail(
+                    ErrorKind::UpstreamUnavailable,
+                    "upstream connection broke during the stream",
+                ),
+                Poll::Ready(None) => this.fail(
+                    ErrorKind::UpstreamUnavailable,
+                    "upstream stream ended before the answer finished",
+                ),
+                Poll::Pending => {
+                    if this.sleep.as_mut().poll(cx).is_ready() {
+                        this.fail(
+                            ErrorKind::UpstreamTimeout,
+                            "upstream stream went silent past the idle timeout",
+                        );
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
