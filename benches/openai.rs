@@ -83,5 +83,39 @@ fn chunks(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, requests, chunks);
+/// Canonical events to OpenAI chunks (the OpenAI surface), per event, over the recorded
+/// Anthropic thinking answer (its text deltas become chunks, thinking is skipped).
+fn encode(c: &mut Criterion) {
+    let raw = include_bytes!("../tests/fixtures/anthropic/stream_thinking.sse");
+    let events: Vec<ai_gateway::core::StreamEvent> = ai_gateway::core::sse::parse_all(raw)
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let mut g = c.benchmark_group("openai/encode_recorded_anthropic_stream");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("canonical_events_to_openai_chunks", |b| {
+        let mut out = Vec::with_capacity(64 * 1024);
+        b.iter(|| {
+            out.clear();
+            let mut e = ai_gateway::core::openai::ChunkEncoder::new(1_700_000_000, true);
+            for ev in &events {
+                e.event(ev, &mut out);
+            }
+            out.len()
+        })
+    });
+    g.bench_function("baseline_anthropic_sse_encode", |b| {
+        let mut out = bytes::BytesMut::with_capacity(64 * 1024);
+        b.iter(|| {
+            out.clear();
+            for ev in &events {
+                ai_gateway::core::sse::encode_event(ev, &mut out);
+            }
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, requests, chunks, encode);
 criterion_main!(benches);

@@ -329,7 +329,20 @@ async fn count_tokens_and_models_are_forwarded() {
         "/v1/messages?beta=true"
     );
 
+    // The Anthropic SDKs send anthropic-version: the Anthropic list. (Without it and
+    // without x-api-key, the caller is an OpenAI SDK and gets OpenAI's shape.)
+    let req = Request::get(format!("http://{gw}/v1/models"))
+        .body(Full::default())
+        .expect("request");
+    let (status, _, body) = send(req).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        (&v["object"], &v["data"][0]["object"]),
+        (&json!("list"), &json!("model"))
+    );
     let req = Request::get(format!("http://{gw}/v1/models?limit=5&after_id=abc"))
+        .header("anthropic-version", "2023-06-01")
         .body(Full::default())
         .expect("request");
     let (status, _, body) = send(req).await;

@@ -830,6 +830,254 @@ impl ChunkDecoder {
     }
 }
 
+/// The OpenAI `finish_reason` of a canonical stop reason.
+pub fn finish_reason(stop: &str) -> &'static str {
+    match stop {
+        "max_tokens" | "budget_exceeded" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" | "policy_block" => "content_filter",
+        _ => "stop",
+    }
+}
+
+fn openai_usage(u: &Usage) -> Value {
+    let cached = u.cache_read_input_tokens.unwrap_or(0);
+    let prompt = u.input_tokens.unwrap_or(0) + u.cache_creation_input_tokens.unwrap_or(0) + cached;
+    let completion = u.output_tokens.unwrap_or(0);
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    })
+}
+
+/// The OpenAI `chat.completion` for a canonical message (the OpenAI surface). Thinking
+/// is left out; text blocks are joined.
+pub fn to_chat_completion(m: &MessagesResponse, created: u64) -> Value {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in &m.content {
+        match b {
+            ContentBlock::Text(t) => text.push_str(&t.text),
+            ContentBlock::ToolUse(u) => calls.push(json!({
+                "id": u.id, "type": "function",
+                "function": {"name": u.name, "arguments": u.input.get()},
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({
+        "role": "assistant",
+        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) },
+        "refusal": Value::Null,
+    });
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    json!({
+        "id": m.id,
+        "object": "chat.completion",
+        "created": created,
+        "model": m.model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": Value::Null,
+            "finish_reason": m.stop_reason.as_deref().map(finish_reason),
+        }],
+        "usage": openai_usage(&m.usage),
+    })
+}
+
+/// The OpenAI error body and `type` for an [`AiError`] (the status stays the error's).
+pub fn error_body(e: &AiError) -> Value {
+    let (kind, code) = match e.kind() {
+        ErrorKind::RateLimit => ("requests", Some("rate_limit_exceeded")),
+        ErrorKind::Authentication => ("invalid_request_error", Some("invalid_api_key")),
+        ErrorKind::Permission => ("invalid_request_error", Some("permission_denied")),
+        ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
+        ErrorKind::BudgetExceeded => ("insufficient_quota", Some("insufficient_quota")),
+        ErrorKind::PolicyBlock => ("invalid_request_error", Some("content_policy_violation")),
+        ErrorKind::InvalidRequest
+        | ErrorKind::MethodNotAllowed
+        | ErrorKind::RequestTooLarge
+        | ErrorKind::UnsupportedMediaType
+        | ErrorKind::RequestTimeout => ("invalid_request_error", None),
+        ErrorKind::Overloaded
+        | ErrorKind::Api
+        | ErrorKind::UpstreamTimeout
+        | ErrorKind::UpstreamUnavailable => ("server_error", None),
+    };
+    json!({"error": {"message": e.message(), "type": kind, "param": Value::Null, "code": code}})
+}
+
+/// Turns canonical events into OpenAI `chat.completion.chunk`s (the OpenAI surface):
+/// text deltas as `delta.content`, each `tool_use` block as a `tool_calls` entry with
+/// its argument fragments, the stop reason as `finish_reason`, and, when the caller asked
+/// with `stream_options.include_usage`, a last chunk with usage. `[DONE]` follows
+/// `message_stop`.
+#[derive(Debug)]
+pub struct ChunkEncoder {
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+    usage: Usage,
+    /// (canonical block index, tool-call index)
+    tools: Vec<(u32, u32)>,
+    done: bool,
+}
+
+impl ChunkEncoder {
+    /// An encoder for one stream, `created` in Unix seconds.
+    pub fn new(created: u64, include_usage: bool) -> Self {
+        ChunkEncoder {
+            id: String::new(),
+            model: String::new(),
+            created,
+            include_usage,
+            usage: Usage::default(),
+            tools: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Whether `[DONE]` was written.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        let c = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": Value::Null, "finish_reason": finish}],
+        });
+        data_line(&c, out);
+    }
+
+    /// Appends the SSE lines (`data: ...\n\n`) for `ev` to `out` (possibly none).
+    pub fn event(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        match ev {
+            StreamEvent::MessageStart(s) => {
+                self.id = s.message.id.clone();
+                self.model = s.message.model.clone();
+                self.usage.merge(&s.message.usage);
+                self.chunk(json!({"role": "assistant", "content": ""}), None, out);
+            }
+            StreamEvent::ContentBlockStart(s) => {
+                if let ContentBlock::ToolUse(u) = &*s.content_block {
+                    let k = self.tools.len() as u32;
+                    self.tools.push((s.index, k));
+                    self.chunk(
+                        json!({"tool_calls": [{"index": k, "id": u.id, "type": "function",
+                            "function": {"name": u.name, "arguments": ""}}]}),
+                        None,
+                        out,
+                    );
+                }
+            }
+            StreamEvent::ContentBlockDelta(d) => match &d.delta {
+                Delta::Text(t) if !t.text.is_empty() => {
+                    self.chunk(json!({"content": t.text}), None, out);
+                }
+                Delta::InputJson(j) if !j.partial_json.is_empty() => {
+                    if let Some((_, k)) = self.tools.iter().find(|(i, _)| *i == d.index) {
+                        self.chunk(
+                            json!({"tool_calls": [{"index": k, "function": {"arguments": j.partial_json}}]}),
+                            None,
+                            out,
+                        );
+                    }
+                }
+                _ => {}
+            },
+            StreamEvent::MessageDelta(d) => {
+                if let Some(u) = &d.usage {
+                    self.usage.merge(u);
+                }
+                if let Some(stop) = &d.delta.stop_reason {
+                    self.chunk(json!({}), Some(finish_reason(stop)), out);
+                }
+            }
+            StreamEvent::MessageStop(_) => {
+                if self.include_usage {
+                    let c = json!({
+                        "id": self.id, "object": "chat.completion.chunk",
+                        "created": self.created, "model": self.model,
+                        "choices": [], "usage": openai_usage(&self.usage),
+                    });
+                    data_line(&c, out);
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.done = true;
+            }
+            StreamEvent::Error(e) => {
+                let err = AiError::from_detail(&e.error);
+                data_line(&error_body(&err), out);
+                self.done = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Appends the line an error ends the stream with.
+    pub fn error(&mut self, e: &AiError, out: &mut Vec<u8>) {
+        if !self.done {
+            data_line(&error_body(e), out);
+            self.done = true;
+        }
+    }
+}
+
+fn data_line(v: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"data: ");
+    // Serializing a Value to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The OpenAI model list for an Anthropic one (`GET /v1/models` from an OpenAI SDK).
+pub fn model_list(anthropic: &Value) -> Value {
+    let data: Vec<Value> = anthropic["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(model_object)
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+/// The OpenAI model object for an Anthropic one.
+pub fn model_object(m: &Value) -> Value {
+    let created = m["created_at"].as_str().and_then(unix_seconds).unwrap_or(0);
+    json!({"id": m["id"], "object": "model", "created": created, "owned_by": "anthropic"})
+}
+
+/// Unix seconds of an RFC 3339 UTC time (`2025-09-29T00:00:00Z`).
+fn unix_seconds(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    if b.len() < 19 {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, s) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1150,6 +1398,83 @@ mod tests {
                 (m.role, text, calls, results)
             })
             .collect()
+    }
+
+    #[test]
+    fn canonical_streams_encode_as_openai_chunks_and_decode_back() {
+        // The recorded Anthropic tool-use stream, as OpenAI chunks, decoded again.
+        let raw = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/anthropic/stream_tool_use.sse"),
+        )
+        .expect("fixture");
+        let events: Vec<StreamEvent> = crate::sse::parse_all(&raw)
+            .into_iter()
+            .map(|e| e.expect("event"))
+            .collect();
+        let mut enc = ChunkEncoder::new(1_700_000_000, true);
+        let mut out = Vec::new();
+        for e in &events {
+            enc.event(e, &mut out);
+        }
+        assert!(enc.is_done());
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        let (ev, d) = decode(text.as_bytes());
+        assert!(d.usage_reported());
+        let kinds: Vec<&str> = ev
+            .iter()
+            .map(|e| e["type"].as_str().expect("type"))
+            .collect();
+        assert_eq!(
+            kinds
+                .iter()
+                .filter(|k| **k == "content_block_start")
+                .count(),
+            2
+        );
+        let tool = ev
+            .iter()
+            .find(|e| e["content_block"]["type"] == "tool_use")
+            .expect("tool");
+        assert_eq!(tool["content_block"]["name"], "get_weather");
+        let md = &ev[ev.len() - 2];
+        assert_eq!(md["delta"]["stop_reason"], "tool_use");
+        // The recording's usage: 377 in, the final output count.
+        assert_eq!(md["usage"]["input_tokens"], 377);
+    }
+
+    #[test]
+    fn messages_errors_and_models_take_openai_shapes() {
+        let m: MessagesResponse = serde_json::from_value(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "Hi"},
+                {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 90}
+        }))
+        .expect("message");
+        let c = to_chat_completion(&m, 5);
+        assert_eq!(c["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            c["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            r#"{"a":1}"#
+        );
+        assert_eq!(c["usage"]["prompt_tokens"], 100);
+        assert_eq!(c["usage"]["prompt_tokens_details"]["cached_tokens"], 90);
+        let back = from_chat_completion(&c).expect("back");
+        assert_eq!(back.usage.input_tokens, Some(10));
+        let e = error_body(&AiError::new(ErrorKind::RateLimit, "slow down"));
+        assert_eq!(e["error"]["code"], "rate_limit_exceeded");
+        let list = model_list(
+            &json!({"data": [{"type": "model", "id": "claude-sonnet-4-5-20250929",
+            "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}]}),
+        );
+        assert_eq!(list["data"][0]["created"], 1_759_104_000);
+        assert_eq!(list["data"][0]["object"], "model");
+        assert_eq!(list["data"][0]["owned_by"], "anthropic");
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(unix_seconds("2000-03-01T12:00:00Z"), Some(951_912_000));
     }
 
     proptest! {

@@ -27,6 +27,12 @@ enum Kind {
         saw_stop: bool,
         done: bool,
     },
+    OpenAi {
+        stream: EventStream,
+        encoder: crate::openai::ChunkEncoder,
+        buf: Vec<u8>,
+        done: bool,
+    },
 }
 
 impl fmt::Debug for CodecBody {
@@ -36,7 +42,7 @@ impl fmt::Debug for CodecBody {
                 .debug_struct("CodecBody::Full")
                 .field("len", &b.as_ref().map_or(0, Bytes::len))
                 .finish(),
-            Kind::Events { done, .. } => f
+            Kind::Events { done, .. } | Kind::OpenAi { done, .. } => f
                 .debug_struct("CodecBody::Events")
                 .field("done", done)
                 .finish(),
@@ -65,6 +71,21 @@ impl CodecBody {
                 stream,
                 buf: BytesMut::with_capacity(1024),
                 saw_stop: false,
+                done: false,
+            },
+        }
+    }
+}
+
+impl CodecBody {
+    /// A body that encodes `stream` as OpenAI `chat.completion.chunk`s ending in
+    /// `data: [DONE]` (see [`ChunkEncoder`](crate::openai::ChunkEncoder)).
+    pub fn openai_events(stream: EventStream, created: u64, include_usage: bool) -> Self {
+        CodecBody {
+            kind: Kind::OpenAi {
+                stream,
+                encoder: crate::openai::ChunkEncoder::new(created, include_usage),
+                buf: Vec::with_capacity(1024),
                 done: false,
             },
         }
@@ -129,6 +150,52 @@ impl Body for CodecBody {
                 }
                 Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))))
             }
+            Kind::OpenAi {
+                stream,
+                encoder,
+                buf,
+                done,
+            } => {
+                if *done {
+                    return Poll::Ready(None);
+                }
+                loop {
+                    match stream.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(Ok(ev))) => {
+                            encoder.event(&ev, buf);
+                            if encoder.is_done() {
+                                *done = true;
+                                break;
+                            }
+                            if buf.len() >= MAX_BATCH {
+                                break;
+                            }
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            encoder.error(&e, buf);
+                            *done = true;
+                            break;
+                        }
+                        Poll::Ready(None) => {
+                            // A cut stream must not look finished: no [DONE] without
+                            // message_stop.
+                            encoder.error(&sse::ended_early(false), buf);
+                            *done = true;
+                            break;
+                        }
+                        Poll::Pending => {
+                            if buf.is_empty() {
+                                return Poll::Pending;
+                            }
+                            break;
+                        }
+                    }
+                }
+                if buf.is_empty() {
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(std::mem::take(buf))))))
+            }
         }
     }
 
@@ -136,13 +203,14 @@ impl Body for CodecBody {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Events { done, buf, .. } => *done && buf.is_empty(),
+            Kind::OpenAi { done, buf, .. } => *done && buf.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Events { .. } => SizeHint::default(),
+            Kind::Events { .. } | Kind::OpenAi { .. } => SizeHint::default(),
         }
     }
 }

@@ -8,6 +8,16 @@
 //! | `/v1/messages/count_tokens` | POST | [`Endpoint::CountTokens`] |
 //! | `/v1/models` | GET | [`Endpoint::ListModels`] (query string kept on the URI) |
 //! | `/v1/models/{id}` | GET | [`Endpoint::GetModel`] |
+//! | `/v1/chat/completions` | POST | [`Endpoint::Messages`], OpenAI's shape |
+//!
+//! **The OpenAI surface.** `POST /v1/chat/completions` takes OpenAI's request
+//! ([`openai::from_chat_request`](crate::openai::from_chat_request); no cap means
+//! [`OPENAI_DEFAULT_MAX_TOKENS`]), marks it [`Surface::OPENAI`](crate::ext::Surface), and
+//! answers in OpenAI's shapes: a `chat.completion`, `chat.completion.chunk`s ending in
+//! `data: [DONE]` (a usage chunk first when `stream_options.include_usage` is set), and
+//! errors as `{"error": {"message", "type", "param", "code"}}` with the same status and
+//! `retry-after`. `GET /v1/models` is shared: a caller that sends neither
+//! `anthropic-version` nor `x-api-key` (the OpenAI SDKs) gets OpenAI's list shape.
 //!
 //! Input errors, each a typed 4xx with Anthropic's error body: unknown path (404), wrong
 //! method (405), body not `application/json` (415), body over the limit (413, checked on
@@ -229,11 +239,13 @@ where
         })
         .unwrap_or_else(RequestId::generate);
 
-    let typed = match decode(&config, req, &request_id).await {
+    let mut shape = Shape::of(&req);
+    let typed = match decode(&config, req, &request_id, &mut shape).await {
         Ok(r) => r,
-        Err(e) => return Ok(error_response(e, &request_id)),
+        Err(e) => return Ok(shape.error(e, &request_id)),
     };
     let stream = typed.body().is_stream();
+    let endpoint = typed.extensions().get::<Endpoint>().cloned();
     let model = RequestedModel(Arc::from(typed.body().model.as_str()));
     let checked = if typed.extensions().get::<Endpoint>() == Some(&Endpoint::Messages) {
         validate_messages(typed.body())
@@ -247,9 +259,12 @@ where
             Err(e) => Err(e.into()),
         },
     };
-    let mut resp = match result {
-        Ok(resp) => encode(resp, stream, &request_id),
-        Err(e) => error_response(e, &request_id),
+    let mut resp = match (result, shape) {
+        (Ok(resp), Shape::Anthropic) => encode(resp, stream, &request_id),
+        (Ok(resp), Shape::OpenAi { include_usage }) => {
+            encode_openai(resp, stream, include_usage, endpoint.as_ref(), &request_id)
+        }
+        (Err(e), shape) => shape.error(e, &request_id),
     };
     if !model.0.is_empty() {
         resp.extensions_mut().insert(model);
@@ -261,6 +276,7 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, AiError> {
     let (endpoint, allowed) = match path {
         "/v1/messages" => (Endpoint::Messages, Method::POST),
         "/v1/messages/count_tokens" => (Endpoint::CountTokens, Method::POST),
+        "/v1/chat/completions" => (Endpoint::Messages, Method::POST),
         "/v1/models" => (Endpoint::ListModels, Method::GET),
         p => match p.strip_prefix("/v1/models/") {
             Some(id) if is_model_id(id) => (Endpoint::GetModel(Arc::from(id)), Method::GET),
@@ -310,6 +326,7 @@ async fn decode<B>(
     config: &Config,
     req: Request<B>,
     request_id: &RequestId,
+    shape: &mut Shape,
 ) -> Result<Request<MessagesRequest>, AiError>
 where
     B: Body,
@@ -337,8 +354,28 @@ where
             }
         }
         let bytes = read_body(body, config).await?;
-        parse_json(&bytes)?
+        match shape {
+            Shape::Anthropic => parse_json(&bytes)?,
+            Shape::OpenAi { include_usage } => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    AiError::invalid_request(format!(
+                        "request body is not valid json: line {} column {}",
+                        e.line(),
+                        e.column()
+                    ))
+                })?;
+                *include_usage = v["stream_options"]["include_usage"] == true;
+                let mut typed = crate::openai::from_chat_request(&v)?;
+                // OpenAI makes the cap optional; the Messages API does not.
+                typed.max_tokens.get_or_insert(OPENAI_DEFAULT_MAX_TOKENS);
+                parts.extensions.insert(crate::ext::Surface::OPENAI);
+                typed
+            }
+        }
     };
+    if matches!(shape, Shape::OpenAi { .. }) && parts.method == Method::GET {
+        parts.extensions.insert(crate::ext::Surface::OPENAI);
+    }
     if parts.extensions.get::<RequestId>().is_none() {
         parts.extensions.insert(request_id.clone());
     }
@@ -472,6 +509,113 @@ fn redact_quotes(msg: &str) -> String {
         }
     }
     out
+}
+
+/// `max_tokens` given to an OpenAI-surface request that sets no cap (the Messages API
+/// needs one).
+pub const OPENAI_DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// Which API shape the caller speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Anthropic,
+    /// `POST /v1/chat/completions`, or `GET /v1/models` from an OpenAI SDK.
+    OpenAi {
+        include_usage: bool,
+    },
+}
+
+impl Shape {
+    /// `/v1/chat/completions` is OpenAI's. `/v1/models` is shared: the Anthropic SDKs
+    /// send `anthropic-version` (and an `x-api-key`), the OpenAI SDKs neither.
+    fn of<B>(req: &Request<B>) -> Shape {
+        let path = req.uri().path();
+        let openai = path == "/v1/chat/completions"
+            || ((path == "/v1/models" || path.starts_with("/v1/models/"))
+                && !req.headers().contains_key("anthropic-version")
+                && !req.headers().contains_key("x-api-key"));
+        if openai {
+            Shape::OpenAi {
+                include_usage: false,
+            }
+        } else {
+            Shape::Anthropic
+        }
+    }
+
+    fn error(self, e: AiError, request_id: &RequestId) -> Response<CodecBody> {
+        match self {
+            Shape::Anthropic => error_response(e, request_id),
+            Shape::OpenAi { .. } => openai_error_response(e, request_id),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An answer in OpenAI's shapes: a `chat.completion`, chunks ending in `[DONE]`, or the
+/// model list and model objects.
+fn encode_openai(
+    resp: Response<AiBody>,
+    stream: bool,
+    include_usage: bool,
+    endpoint: Option<&Endpoint>,
+    request_id: &RequestId,
+) -> Response<CodecBody> {
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    let rid = parts
+        .headers
+        .get("request-id")
+        .cloned()
+        .or_else(|| HeaderValue::from_str(request_id.as_str()).ok());
+    if let Some(v) = rid {
+        parts.headers.insert("x-request-id", v.clone());
+        parts.headers.insert("request-id", v);
+    }
+    let body = if stream { body.into_stream() } else { body };
+    let body = match body {
+        AiBody::Message(m) => json_body(
+            &mut parts.headers,
+            serde_json::to_vec(&crate::openai::to_chat_completion(&m, unix_now())),
+        ),
+        AiBody::Json(v) => {
+            let v = match endpoint {
+                Some(Endpoint::ListModels) => crate::openai::model_list(&v),
+                Some(Endpoint::GetModel(_)) => crate::openai::model_object(&v),
+                _ => v,
+            };
+            json_body(&mut parts.headers, serde_json::to_vec(&v))
+        }
+        AiBody::Events(stream) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            );
+            parts
+                .headers
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            CodecBody::openai_events(stream, unix_now(), include_usage)
+        }
+    };
+    Response::from_parts(parts, body)
+}
+
+/// Renders an error as OpenAI does: the error's status, `{"error": {"message", "type",
+/// "param", "code"}}`, `retry-after`, `x-request-id`.
+pub fn openai_error_response(e: AiError, request_id: &RequestId) -> Response<CodecBody> {
+    let mut resp = error_response(e.clone(), request_id);
+    let body = serde_json::to_vec(&crate::openai::error_body(&e)).unwrap_or_default();
+    *resp.body_mut() = CodecBody::full(Bytes::from(body));
+    if let Some(v) = resp.headers().get("request-id").cloned() {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
 }
 
 /// `stream` is whether the caller asked for a stream: a whole message answered to a
@@ -821,5 +965,122 @@ mod tests {
                 .kind(),
             ErrorKind::MethodNotAllowed
         );
+    }
+
+    fn openai_req(body: &'static str) -> Request<Full<Bytes>> {
+        Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer caller")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn the_openai_surface_maps_requests_answers_and_errors() {
+        let mock = MockProvider::always(Script::text("Paris."));
+        let resp = MessagesCodec::new(mock.clone())
+            .oneshot(openai_req(
+                r#"{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Capital of France?"}]}"#,
+            ))
+            .await
+            .expect("infallible");
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().contains_key("x-request-id"));
+        let v = body_json(resp).await;
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["choices"][0]["message"]["content"], "Paris.");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["usage"]["completion_tokens"], 5);
+        let seen = &mock.requests()[0];
+        assert_eq!(seen.body.max_tokens, Some(OPENAI_DEFAULT_MAX_TOKENS));
+        assert_eq!(
+            seen.extensions.get::<crate::ext::Surface>(),
+            Some(&crate::ext::Surface::OPENAI)
+        );
+        assert!(
+            matches!(&seen.body.system, Some(crate::wire::Content::Text(s)) if s == "Be brief.")
+        );
+
+        let e = AiError::new(ErrorKind::RateLimit, "slow down")
+            .with_retry_after(Duration::from_secs(2));
+        let resp = MessagesCodec::new(MockProvider::always(Script::Error(e)))
+            .oneshot(openai_req(
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            ))
+            .await
+            .expect("infallible");
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "2");
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(v["error"]["message"], "slow down");
+
+        let resp = MessagesCodec::new(MockProvider::always(Script::text("x")))
+            .oneshot(openai_req(
+                r#"{"model":"m","messages":[{"role":"robot","content":"hi"}]}"#,
+            ))
+            .await
+            .expect("infallible");
+        assert_eq!(resp.status(), 400);
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains("robot")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_openai_stream_is_chunks_then_done() {
+        let mock = MockProvider::always(Script::text("Hello there!"));
+        let resp = MessagesCodec::new(mock)
+            .oneshot(openai_req(
+                r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#,
+            ))
+            .await
+            .expect("infallible");
+        assert_eq!(resp.status(), 200);
+        let b = resp.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8(b.to_vec()).expect("utf-8");
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        let mut d = crate::openai::ChunkDecoder::new();
+        let mut out = Vec::new();
+        for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            d.chunk(line, &mut out).expect("chunk");
+        }
+        let got: String = out
+            .iter()
+            .filter_map(|e| match e {
+                crate::wire::StreamEvent::ContentBlockDelta(d) => match &d.delta {
+                    crate::wire::Delta::Text(t) => Some(t.text.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, "Hello there!");
+        assert!(d.usage_reported());
+    }
+
+    #[tokio::test]
+    async fn models_take_the_shape_of_the_sdk_that_asks() {
+        let list = serde_json::json!({"data": [{"type": "model", "id": "claude-sonnet-4-5",
+            "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}],
+            "has_more": false});
+        let get = |anthropic: bool| {
+            let mut r = Request::get("/v1/models");
+            if anthropic {
+                r = r.header("anthropic-version", "2023-06-01");
+            }
+            r.body(Full::new(Bytes::new())).expect("request")
+        };
+        let svc = MessagesCodec::new(MockProvider::always(Script::Json(list)));
+        let v = body_json(svc.clone().oneshot(get(false)).await.expect("infallible")).await;
+        assert_eq!(v["object"], "list");
+        assert_eq!(v["data"][0]["owned_by"], "anthropic");
+        let v = body_json(svc.oneshot(get(true)).await.expect("infallible")).await;
+        assert_eq!(v["data"][0]["display_name"], "Claude Sonnet 4.5");
     }
 }
