@@ -8,9 +8,10 @@
 //! exits. See docs/gateway.md.
 
 use ai_gateway::config::{
-    AnthropicSection, AuditSinkKind, GatewayConfig, LogFormat, LogSection, RateLimitStoreKind,
+    AnthropicSection, AuditSinkKind, GatewayConfig, LogFormat, LogSection, OpenAiSection,
+    RateLimitStoreKind,
 };
-use ai_gateway::core::{AiBody, AiError, MessagesRequest};
+use ai_gateway::core::{AiBody, AiError, Endpoint, MessagesRequest, Surface};
 use ai_gateway::provider::DemoProvider;
 use ai_gateway::server::{MetricsEndpoint, serve};
 use clap::Parser;
@@ -30,7 +31,9 @@ type Upstream = BoxCloneService<Request<MessagesRequest>, Response<AiBody>, AiEr
     version,
     after_help = "Without a configuration file:\n  \
         ANTHROPIC_API_KEY   forward to Anthropic with this key (unset: the built-in demo upstream)\n  \
-        ANTHROPIC_BASE_URL  upstream base URL (default https://api.anthropic.com)\n\
+        ANTHROPIC_BASE_URL  upstream base URL (default https://api.anthropic.com)\n  \
+        OPENAI_API_KEY      send OpenAI-surface requests (/v1/chat/completions) to OpenAI\n  \
+        OPENAI_BASE_URL     ... or to this OpenAI-compatible server (vLLM, Ollama: key optional)\n\
         Always:\n  \
         RUST_LOG            log filter, wins over [log] level (e.g. info,ai_provider=debug)\n\n\
         Every configuration key, with its default: examples/gateway.toml and docs/gateway.md."
@@ -105,6 +108,20 @@ fn load(path: Option<&Path>) -> Result<GatewayConfig, String> {
         }
         config.upstream.anthropic = Some(section);
     }
+    // The same for the OpenAI surface: OPENAI_API_KEY (and/or OPENAI_BASE_URL, for a
+    // self-hosted server without a key) sends /v1/chat/completions there.
+    let openai_key = std::env::var("OPENAI_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let openai_url = std::env::var("OPENAI_BASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if openai_key.is_some() || openai_url.is_some() {
+        config.upstream.openai = Some(OpenAiSection::from_env(
+            openai_url,
+            openai_key.map(|k| ("OPENAI_API_KEY", k)),
+        ));
+    }
     Ok(config)
 }
 
@@ -124,13 +141,20 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
         }
         None => open.to_owned(),
     };
-    let upstream = match &config.upstream.anthropic {
+    let mut upstream = match &config.upstream.anthropic {
         Some(a) => {
             a.build().map_err(|e| e.to_string())?;
             format!("upstream anthropic at {}", shown_url(&a.base_url))
         }
         None => "the built-in demo upstream".to_owned(),
     };
+    if let Some(o) = &config.upstream.openai {
+        o.build().map_err(|e| e.to_string())?;
+        upstream.push_str(&format!(
+            " (OpenAI surface: upstream openai at {})",
+            shown_url(&o.base_url)
+        ));
+    }
     let audit = if config.audit.enabled {
         if let Some(k) = &config.audit.signing_key {
             let v = k.value().unwrap_or_default();
@@ -265,6 +289,25 @@ async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
             };
             tracing::warn!("{why}: serving the built-in demo upstream (canned answers)");
             BoxCloneService::new(DemoProvider::new())
+        }
+    };
+    let upstream = match &config.upstream.openai {
+        None => upstream,
+        Some(o) => {
+            let openai: Upstream = BoxCloneService::new(o.build().map_err(|e| e.to_string())?);
+            tracing::info!(base_url = %shown_url(&o.base_url), "OpenAI-surface messages go to the OpenAI upstream");
+            // Messages of the OpenAI surface go to the OpenAI upstream; everything else
+            // (the Anthropic surface, the model list) to the Anthropic one or the demo.
+            BoxCloneService::new(tower::service_fn(move |req: Request<MessagesRequest>| {
+                let to_openai = req.extensions().get::<Surface>() == Some(&Surface::OPENAI)
+                    && req.extensions().get::<Endpoint>() == Some(&Endpoint::Messages);
+                let svc = if to_openai {
+                    openai.clone()
+                } else {
+                    upstream.clone()
+                };
+                tower::ServiceExt::oneshot(svc, req)
+            }))
         }
     };
     let listen = cli.listen.as_deref().unwrap_or(&config.server.listen);

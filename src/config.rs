@@ -1493,6 +1493,94 @@ pub enum LogFormat {
 pub struct UpstreamSection {
     /// `[upstream.anthropic]`.
     pub anthropic: Option<AnthropicSection>,
+    /// `[upstream.openai]`: OpenAI, or a self-hosted OpenAI-compatible server, for the
+    /// requests of the OpenAI surface (`/v1/chat/completions`). Without it they go to the
+    /// Anthropic upstream (or the demo) through the mapping.
+    pub openai: Option<OpenAiSection>,
+}
+
+/// `[upstream.openai]`: OpenAI Chat Completions, or a self-hosted OpenAI-compatible server
+/// (vLLM, Ollama, llama.cpp).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OpenAiSection {
+    /// Base URL up to `/v1`. Default `https://api.openai.com/v1`.
+    #[serde(default = "default_openai_url")]
+    pub base_url: String,
+    /// The key, as an environment reference: `"${OPENAI_API_KEY}"`. Required for
+    /// `api.openai.com`; optional for a self-hosted server.
+    #[serde(default)]
+    pub api_key: Option<EnvSecret>,
+    /// `max_completion_tokens` or `max_tokens`. Default: the first for api.openai.com,
+    /// the second (what self-hosted servers read) otherwise.
+    #[serde(default)]
+    pub max_tokens_field: Option<String>,
+    /// Time to establish the TCP connection. Default 10 s.
+    #[serde(default = "default_connect", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time from sending the request to the response headers. Default 10 min.
+    #[serde(default = "default_first_byte", deserialize_with = "duration")]
+    pub first_byte_timeout: Duration,
+    /// Longest silence between chunks of a stream. Default 2 min.
+    #[serde(default = "default_idle", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+fn default_openai_url() -> String {
+    ai_provider::openai::OPENAI_BASE_URL.to_owned()
+}
+
+impl OpenAiSection {
+    /// The section for `base_url` with this key (what the binary builds from
+    /// `OPENAI_API_KEY` / `OPENAI_BASE_URL` when it runs without a file).
+    pub fn from_env(base_url: Option<String>, key: Option<(&str, String)>) -> Self {
+        OpenAiSection {
+            base_url: base_url.unwrap_or_else(default_openai_url),
+            api_key: key.map(|(name, value)| EnvSecret {
+                name: name.to_owned(),
+                value: Some(value),
+                span: 0..0,
+            }),
+            max_tokens_field: None,
+            connect_timeout: default_connect(),
+            first_byte_timeout: default_first_byte(),
+            idle_timeout: default_idle(),
+        }
+    }
+
+    /// Builds the provider (its connection pool; nothing is sent).
+    pub fn build(&self) -> Result<ai_provider::OpenAiProvider, ConfigError> {
+        use ai_core::openai::MaxTokensField;
+        let err = |m: String| ConfigError::plain(format!("[upstream.openai] {m}"));
+        let official = self.base_url.contains("api.openai.com");
+        let field = match self.max_tokens_field.as_deref() {
+            None if official => MaxTokensField::MaxCompletionTokens,
+            None => MaxTokensField::MaxTokens,
+            Some("max_completion_tokens") => MaxTokensField::MaxCompletionTokens,
+            Some("max_tokens") => MaxTokensField::MaxTokens,
+            Some(other) => {
+                return Err(err(format!(
+                    "max_tokens_field = {other:?} is not max_completion_tokens or max_tokens"
+                )));
+            }
+        };
+        let mut b = if official {
+            ai_provider::OpenAiProvider::builder()
+        } else {
+            ai_provider::OpenAiProvider::self_hosted(self.base_url.clone())
+        };
+        b = b
+            .base_url(self.base_url.clone())
+            .max_tokens_field(field)
+            .connect_timeout(self.connect_timeout)
+            .first_byte_timeout(self.first_byte_timeout)
+            .idle_timeout(self.idle_timeout);
+        if let Some(k) = self.api_key.as_ref().and_then(EnvSecret::value) {
+            b = b.api_key(k);
+        }
+        b.build().map_err(|e| err(e.to_string()))
+    }
 }
 
 /// `[upstream.anthropic]`: the Anthropic API (or anything that speaks it).
@@ -1736,6 +1824,14 @@ impl GatewayConfig {
         let mut config: GatewayConfig = toml::from_str(text).map_err(|e| {
             ConfigError::at(origin, text, e.span(), e.message().trim_end().to_owned())
         })?;
+        if let Some(k) = config
+            .upstream
+            .openai
+            .as_mut()
+            .and_then(|o| o.api_key.as_mut())
+        {
+            resolve(k, origin, text, &env)?;
+        }
         if let Some(a) = &mut config.upstream.anthropic {
             resolve(&mut a.api_key, origin, text, &env)?;
         }
@@ -1880,6 +1976,7 @@ mod tests {
     fn env(name: &str) -> Option<String> {
         match name {
             "ANTHROPIC_API_KEY" => Some("sk-ant-from-env".to_owned()),
+            "OPENAI_API_KEY" => Some("sk-openai-from-env".to_owned()),
             "GATEWAY_KEY_PEPPER" => Some("a pepper for the tests".to_owned()),
             "GATEWAY_USER_PSEUDONYM_KEY" => Some("a pseudonym key for the tests".to_owned()),
             "AUDIT_SIGNING_KEY" => Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned()),
@@ -2183,6 +2280,50 @@ mod tests {
         assert!(bad("[budget.prices.m]\ninput = 1\n").contains("output"));
         let two = "[[budget.budgets]]\nname = \"t\"\nby = \"team\"\nusd = 1\nwindow = \"daily\"\n";
         assert!(bad(&format!("{two}{two}")).contains("unique"));
+    }
+
+    #[test]
+    fn openai_upstream_section() {
+        let c = GatewayConfig::parse(
+            "[upstream.openai]\napi_key = \"${OPENAI_API_KEY}\"\n",
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        let o = c.upstream.openai.expect("[upstream.openai]");
+        assert_eq!(o.base_url, "https://api.openai.com/v1");
+        assert_eq!(
+            o.api_key.as_ref().and_then(EnvSecret::value),
+            Some("sk-openai-from-env")
+        );
+        assert!(o.build().is_ok());
+        // api.openai.com needs a key; a self-hosted server does not.
+        let no_key = GatewayConfig::parse("[upstream.openai]\n", "g.toml", env).expect("parses");
+        assert!(no_key.upstream.openai.expect("section").build().is_err());
+        let local = GatewayConfig::parse(
+            "[upstream.openai]\nbase_url = \"http://127.0.0.1:8000/v1\"\nmax_tokens_field = \"max_tokens\"\n",
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        assert!(local.upstream.openai.expect("section").build().is_ok());
+        let bad = GatewayConfig::parse(
+            "[upstream.openai]\nbase_url = \"http://x/v1\"\nmax_tokens_field = \"cap\"\n",
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        let e = bad
+            .upstream
+            .openai
+            .expect("section")
+            .build()
+            .expect_err("refused");
+        assert!(e.to_string().contains("max_tokens_field"), "{e}");
+        assert!(
+            err("[upstream.openai]\napi_key = \"sk-pasted\"\n").contains("secrets are not written")
+        );
+        assert!(err("[upstream.openai]\ntimeout = \"1s\"\n").contains("unknown field"));
     }
 
     #[test]

@@ -47,6 +47,8 @@ fn command() -> Command {
     c.current_dir(work_dir());
     c.env_remove("ANTHROPIC_API_KEY")
         .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
         .env_remove("GATEWAY_CONFIG")
         .env_remove("GATEWAY_LISTEN")
         .env_remove("RUST_LOG")
@@ -722,4 +724,58 @@ async fn the_budget_section_prices_calls_and_its_spend_survives_a_restart() {
         before["budgets"][0]["spent_usd"]
     );
     let _ = std::fs::remove_file(&state);
+}
+
+#[tokio::test]
+async fn openai_surface_messages_go_to_the_openai_upstream() {
+    // An OpenAI-compatible upstream for the OpenAI surface; no Anthropic upstream, so the
+    // Anthropic surface is served by the demo.
+    let up = MockUpstream::start().await;
+    let config = temp_config(
+        "openai.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[upstream.openai]\nbase_url = \"{}/v1\"\n",
+            up.url()
+        ),
+    );
+    let gw = Running::start(&config).await;
+    let addr: std::net::SocketAddr = gw.addr.parse().expect("addr");
+    let req = json_request(
+        addr,
+        "/v1/chat/completions",
+        &serde_json::json!({"model": "replay/stream_text", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let (status, _, body) = send(req).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("chat.completion.chunk") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    let content: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        content.starts_with("I'm unable to provide real-time weather"),
+        "{content}"
+    );
+    assert_eq!(up.last().uri.path(), "/v1/chat/completions");
+    let seen = up.seen().len();
+    let (status, _, body) = post_json(addr, messages_body("anything", false)).await;
+    assert_eq!(status, 200);
+    let m: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(m["type"], "message");
+    assert_eq!(
+        up.seen().len(),
+        seen,
+        "the Anthropic surface went to the demo"
+    );
 }
