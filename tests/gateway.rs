@@ -242,7 +242,7 @@ async fn an_upstream_401_is_the_gateway_s_vendor_key_not_the_caller_s() {
     assert_eq!(kind, "api_error");
     assert_eq!(
         message,
-        "the upstream refused the gateway's own credentials (http 401); the gateway's operator must fix its vendor key"
+        "the upstream refused the gateway's own credentials (http 401); the gateway's operator must fix them"
     );
     assert!(!message.contains(VENDOR_KEY));
 }

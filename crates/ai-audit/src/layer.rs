@@ -377,6 +377,7 @@ fn observe(
             .map(|s| record::ServedRec {
                 provider: s.provider.to_string(),
                 model: s.model.to_string(),
+                request_id: s.request_id.as_deref().map(str::to_owned),
             });
     }
     resp.map(|body| match body {

@@ -125,6 +125,9 @@ pub struct ServedRec {
     pub provider: String,
     /// Model that answered.
     pub model: String,
+    /// The upstream's id for the call, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// One upstream call.
@@ -827,6 +830,7 @@ impl RequestFacts {
                 .map(|a| ServedRec {
                     provider: a.provider.to_string(),
                     model: c.model.clone().unwrap_or_else(|| a.model.to_string()),
+                    request_id: None,
                 })
         });
         let ttft = self

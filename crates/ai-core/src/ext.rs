@@ -374,6 +374,9 @@ pub struct Served {
     pub provider: Arc<str>,
     /// Model that answered.
     pub model: Arc<str>,
+    /// The upstream's own id for the call (`request-id`, `x-request-id`,
+    /// `x-amzn-RequestId`), for matching a record with the vendor's logs.
+    pub request_id: Option<Arc<str>>,
 }
 
 /// Every model a request may end up served by (request extension), set by a router in

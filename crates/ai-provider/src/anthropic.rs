@@ -1,11 +1,12 @@
 //! [`AnthropicProvider`]: the canonical request to `api.anthropic.com` (or any base URL)
 //! over one pooled hyper-util client.
 
+use crate::upstream::{Call, retry_after};
 use ai_core::sse::BodyEvents;
 use ai_core::wire::ErrorEvent;
 use ai_core::{
-    AiBody, AiError, Attempt, CallReport, Endpoint, ErrorKind, MessagesRequest, MessagesResponse,
-    Served, Timings,
+    AiBody, AiError, CallReport, Endpoint, ErrorKind, MessagesRequest, MessagesResponse, Served,
+    Timings,
 };
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -21,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tower::{Service, ServiceExt};
+use tower::Service;
 use tower_http::decompression::{Decompression, DecompressionBody};
 
 /// Default `anthropic-version`, sent when the caller sent none.
@@ -170,6 +171,7 @@ impl AnthropicBuilder {
         )?;
         Ok(AnthropicProvider {
             shared: Arc::new(Shared {
+                name: Arc::from("anthropic"),
                 scheme,
                 authority,
                 prefix,
@@ -233,6 +235,7 @@ pub(crate) fn https_client(
 pub(crate) type HttpsClient = Decompression<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>;
 
 struct Shared {
+    name: Arc<str>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     prefix: String,
@@ -372,51 +375,28 @@ impl AnthropicProvider {
             .cloned()
             .unwrap_or(Endpoint::Messages);
         let timings = req.extensions().get::<Timings>().cloned();
-        let report = req.extensions().get::<CallReport>().cloned();
-        let attempt = |status: Option<StatusCode>| {
-            if let Some(r) = &report {
-                r.push_attempt(Attempt {
-                    provider: Arc::from("anthropic"),
-                    model: Arc::from(req.body().model.as_str()),
-                    status: status.map(|s| s.as_u16()),
-                });
-            }
+        let call = Call {
+            provider: &self.shared.name,
+            model: &req.body().model,
+            report: req.extensions().get::<CallReport>(),
+            first_byte_timeout: self.shared.first_byte_timeout,
         };
         let up = self.upstream_request(&req, &endpoint)?;
         let s = &self.shared;
-        let call = self.client.clone().oneshot(up);
-        let resp = match tokio::time::timeout(s.first_byte_timeout, call).await {
-            Err(_) => {
-                attempt(None);
-                return Err(AiError::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!(
-                        "upstream sent no response within {} ms",
-                        s.first_byte_timeout.as_millis()
-                    ),
-                ));
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
-                attempt(None);
-                let msg = if e.is_connect() {
-                    "could not connect to the upstream"
-                } else {
-                    "the upstream connection failed"
-                };
-                return Err(AiError::new(ErrorKind::UpstreamUnavailable, msg));
-            }
-            Ok(Ok(r)) => r,
-        };
+        let resp = call.send(&self.client, up).await?;
         if let Some(t) = &timings {
             t.mark_first_byte();
         }
-        attempt(Some(resp.status()));
         let (parts, body) = resp.into_parts();
         let headers = pass_through(&parts.headers);
+        let request_id: Option<Arc<str>> = parts
+            .headers
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::from);
         if !parts.status.is_success() {
             return Err(self
-                .upstream_error(parts.status, &parts.headers, headers, body)
+                .upstream_error(&call, parts.status, &parts.headers, headers, body)
                 .await);
         }
         if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING) {
@@ -470,14 +450,16 @@ impl AnthropicProvider {
         *out.status_mut() = parts.status;
         *out.headers_mut() = headers;
         out.extensions_mut().insert(Served {
-            provider: Arc::from("anthropic"),
+            provider: s.name.clone(),
             model: Arc::from(model),
+            request_id,
         });
         Ok(out)
     }
 
     async fn upstream_error(
         &self,
+        call: &Call<'_>,
         status: StatusCode,
         raw: &HeaderMap,
         headers: HeaderMap,
@@ -490,27 +472,14 @@ impl AnthropicProvider {
         // `request_id` lands in `extra`.
         let parsed = serde_json::from_slice::<ErrorEvent>(&bytes).ok();
         if matches!(status.as_u16(), 401 | 403) {
-            // The gateway's own vendor key was refused: that is not the caller's
-            // credential (which never reaches the vendor), so it must not look like it.
-            tracing::warn!(
-                status = status.as_u16(),
-                upstream_type = parsed.as_ref().map(|e| e.error.kind.as_str()),
-                upstream_message = parsed.as_ref().map(|e| e.error.message.as_str()),
-                "the upstream refused the gateway's vendor credentials"
-            );
             let request_id = parsed
                 .as_ref()
                 .and_then(|e| e.extra.get("request_id"))
                 .and_then(ai_core::wire::RawJson::as_string);
-            return AiError::new(
-                ErrorKind::UpstreamUnavailable,
-                format!(
-                    "the upstream refused the gateway's own credentials (http {}); \
-                     the gateway's operator must fix its vendor key",
-                    status.as_u16()
-                ),
-            )
-            .with_request_id(request_id);
+            let detail = parsed.as_ref().map_or("", |e| e.error.message.as_str());
+            return call
+                .credentials_refused(status, detail)
+                .with_request_id(request_id);
         }
         let mut err = match &parsed {
             Some(e) => AiError::upstream(status, e.error.kind.clone(), e.error.message.clone()),
@@ -533,14 +502,7 @@ impl AnthropicProvider {
                     .map(str::to_owned)
             });
         err = err.with_request_id(request_id);
-        if let Some(secs) = raw
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-        {
-            err = err.with_retry_after(Duration::from_secs_f64(secs.min(86_400.0)));
-        }
+        err = err.with_retry_after(retry_after(raw));
         *err.headers_mut() = headers;
         err
     }

@@ -214,6 +214,7 @@ fn answer(req: &Request<MessagesRequest>, delay: Duration) -> Response<AiBody> {
     resp.extensions_mut().insert(Served {
         provider: Arc::from("demo"),
         model: Arc::from(model),
+        request_id: None,
     });
     resp
 }

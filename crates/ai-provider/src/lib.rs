@@ -34,9 +34,76 @@
 //! ```
 
 pub mod anthropic;
+#[cfg(feature = "bedrock")]
+pub mod bedrock;
 pub mod demo;
 pub mod openai;
+mod stream;
+mod upstream;
+#[cfg(feature = "vertex")]
+pub mod vertex;
 
 pub use anthropic::{AnthropicBuilder, AnthropicProvider, ConfigError};
+#[cfg(feature = "bedrock")]
+pub use bedrock::{BedrockBuilder, BedrockProvider};
 pub use demo::DemoProvider;
 pub use openai::{OpenAiBuilder, OpenAiProvider};
+#[cfg(feature = "vertex")]
+pub use vertex::{VertexBuilder, VertexProvider};
+
+use ai_core::{AiError, MessagesRequest};
+use std::collections::HashMap;
+
+/// The names a vendor knows the canonical models by (Bedrock's
+/// `us.anthropic.claude-sonnet-4-5-20250929-v1:0`, Vertex's `claude-sonnet-4-5@20250929`);
+/// a model without an entry goes as it is named.
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(not(any(feature = "bedrock", feature = "vertex")), allow(dead_code))]
+pub(crate) struct ModelMap(HashMap<String, String>);
+
+#[cfg_attr(not(any(feature = "bedrock", feature = "vertex")), allow(dead_code))]
+impl ModelMap {
+    pub(crate) fn insert(&mut self, model: String, id: String) {
+        self.0.insert(model, id);
+    }
+
+    pub(crate) fn get<'a>(&'a self, model: &'a str) -> &'a str {
+        self.0.get(model).map_or(model, String::as_str)
+    }
+}
+
+/// The Messages body as the cloud platforms take it (Bedrock, Vertex): without `model`
+/// (it goes in the path), with their `anthropic_version`, the caller's `anthropic-beta`
+/// headers as an `anthropic_beta` list, and `stream` kept only where the platform reads
+/// it from the body.
+#[cfg_attr(not(any(feature = "bedrock", feature = "vertex")), allow(dead_code))]
+pub(crate) fn vendor_body(
+    req: &http::Request<MessagesRequest>,
+    version: &str,
+    keep_stream: bool,
+) -> Result<bytes::Bytes, AiError> {
+    let encode_failed = || AiError::api("failed to encode the upstream request");
+    let mut v = serde_json::to_value(req.body()).map_err(|_| encode_failed())?;
+    let obj = v.as_object_mut().ok_or_else(encode_failed)?;
+    obj.remove("model");
+    if !keep_stream {
+        obj.remove("stream");
+    }
+    obj.insert("anthropic_version".to_owned(), version.into());
+    let betas: Vec<serde_json::Value> = req
+        .headers()
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(|b| b.into())
+        .collect();
+    if !betas.is_empty() {
+        obj.insert("anthropic_beta".to_owned(), betas.into());
+    }
+    serde_json::to_vec(&v)
+        .map(bytes::Bytes::from)
+        .map_err(|_| encode_failed())
+}

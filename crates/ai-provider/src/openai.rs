@@ -4,28 +4,25 @@
 
 use crate::anthropic::{
     ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_BODY, DEFAULT_POOL_IDLE_TIMEOUT, HttpsClient, ResponseFuture, UpstreamBody,
-    https_client, read_limited,
+    DEFAULT_MAX_BODY, DEFAULT_POOL_IDLE_TIMEOUT, HttpsClient, ResponseFuture, https_client,
+    read_limited,
 };
+use crate::stream::{FrameDecoder, FramedEvents, Queue};
+use crate::upstream::{Call, header_str, retry_after};
 use ai_core::openai::{ChunkDecoder, MaxTokensField, error_from_body, from_chat_completion};
 use ai_core::sse::SseParser;
 use ai_core::{
-    AiBody, AiError, Attempt, CallReport, Endpoint, ErrorKind, MessagesRequest, Served,
-    StreamEvent, Timings,
+    AiBody, AiError, CallReport, Endpoint, ErrorKind, MessagesRequest, Served, StreamEvent, Timings,
 };
-use bytes::{Buf, Bytes};
-use futures_core::Stream;
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use http_body::Body;
 use http_body_util::Full;
-use std::collections::VecDeque;
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 /// OpenAI's base URL (with its `/v1`, as the OpenAI SDKs take it).
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -274,81 +271,31 @@ impl OpenAiProvider {
         }
         let s = self.shared.clone();
         let timings = req.extensions().get::<Timings>().cloned();
-        let report = req.extensions().get::<CallReport>().cloned();
-        let model = req.body().model.clone();
-        let attempt = |status: Option<u16>| {
-            if let Some(r) = &report {
-                r.push_attempt(Attempt {
-                    provider: s.name.clone(),
-                    model: Arc::from(model.as_str()),
-                    status,
-                });
-            }
+        let call = Call {
+            provider: &s.name,
+            model: &req.body().model,
+            report: req.extensions().get::<CallReport>(),
+            first_byte_timeout: s.first_byte_timeout,
         };
         let up = self.upstream_request(req.body())?;
-        let call = self.client.clone().oneshot(up);
-        let resp = match tokio::time::timeout(s.first_byte_timeout, call).await {
-            Err(_) => {
-                attempt(None);
-                return Err(AiError::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!(
-                        "upstream sent no response within {} ms",
-                        s.first_byte_timeout.as_millis()
-                    ),
-                ));
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(provider = %s.name, error = %e, connect = e.is_connect(), "upstream request failed");
-                attempt(None);
-                return Err(AiError::new(
-                    ErrorKind::UpstreamUnavailable,
-                    if e.is_connect() {
-                        "could not connect to the upstream"
-                    } else {
-                        "the upstream connection failed"
-                    },
-                ));
-            }
-            Ok(Ok(r)) => r,
-        };
+        let resp = call.send(&self.client, up).await?;
         if let Some(t) = &timings {
             t.mark_first_byte();
         }
-        attempt(Some(resp.status().as_u16()));
         let (parts, body) = resp.into_parts();
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let request_id = header_str(&parts.headers, "x-request-id").map(str::to_owned);
         if !parts.status.is_success() {
             let bytes = read_limited(body, 256 * 1024, s.idle_timeout)
                 .await
                 .unwrap_or_default();
             if matches!(parts.status.as_u16(), 401 | 403) {
-                tracing::warn!(provider = %s.name, status = parts.status.as_u16(), "the upstream refused the gateway's credentials");
-                return Err(AiError::new(
-                    ErrorKind::UpstreamUnavailable,
-                    format!(
-                        "the upstream refused the gateway's own credentials (http {}); \
-                         the gateway's operator must fix its key",
-                        parts.status.as_u16()
-                    ),
-                )
-                .with_request_id(request_id));
+                return Err(call
+                    .credentials_refused(parts.status, &String::from_utf8_lossy(&bytes))
+                    .with_request_id(request_id));
             }
-            let mut e = error_from_body(parts.status, &bytes).with_request_id(request_id);
-            if let Some(secs) = parts
-                .headers
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
-            {
-                e = e.with_retry_after(Duration::from_secs_f64(secs.min(86_400.0)));
-            }
-            return Err(e);
+            return Err(error_from_body(parts.status, &bytes)
+                .with_request_id(request_id)
+                .with_retry_after(retry_after(&parts.headers)));
         }
         let is_sse = parts
             .headers
@@ -356,7 +303,12 @@ impl OpenAiProvider {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let body = if is_sse {
-            AiBody::from_events(ChunkEvents::new(body, s.idle_timeout, timings))
+            AiBody::from_events(FramedEvents::new(
+                body,
+                OpenAiChunks::new(),
+                s.idle_timeout,
+                timings,
+            ))
         } else {
             let bytes = read_limited(body, s.max_body, s.idle_timeout).await?;
             let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
@@ -376,6 +328,7 @@ impl OpenAiProvider {
         out.extensions_mut().insert(Served {
             provider: s.name.clone(),
             model: Arc::from(req.body().model.as_str()),
+            request_id: request_id.as_deref().map(Arc::from),
         });
         Ok(out)
     }
@@ -398,124 +351,58 @@ impl Service<Request<MessagesRequest>> for OpenAiProvider {
     }
 }
 
-/// An OpenAI SSE body decoded into canonical events, with an idle timeout.
-struct ChunkEvents {
-    body: Pin<Box<UpstreamBody>>,
+/// OpenAI's server-sent chunks decoded into canonical events.
+pub(crate) struct OpenAiChunks {
     parser: SseParser,
     decoder: ChunkDecoder,
     scratch: Vec<StreamEvent>,
-    queue: VecDeque<Result<StreamEvent, AiError>>,
-    idle: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    timings: Option<Timings>,
-    done: bool,
 }
 
-impl ChunkEvents {
-    fn new(body: UpstreamBody, idle: Duration, timings: Option<Timings>) -> Self {
-        ChunkEvents {
-            body: Box::pin(body),
+impl OpenAiChunks {
+    pub(crate) fn new() -> Self {
+        OpenAiChunks {
             parser: SseParser::new(),
             decoder: ChunkDecoder::new(),
             scratch: Vec::new(),
-            queue: VecDeque::new(),
-            idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
-            timings,
-            done: false,
-        }
-    }
-
-    fn fail(&mut self, kind: ErrorKind, message: &'static str) {
-        self.done = true;
-        self.queue.push_back(Err(AiError::new(kind, message)));
-    }
-
-    /// Decodes the events the parser holds.
-    fn drain_parser(&mut self) {
-        while !self.done {
-            match self.parser.next_event() {
-                None => return,
-                Some(Err(_)) => {
-                    self.fail(
-                        ErrorKind::UpstreamUnavailable,
-                        "upstream event stream is invalid",
-                    );
-                }
-                Some(Ok(ev)) => {
-                    let r = self.decoder.chunk(&ev.data, &mut self.scratch);
-                    for e in self.scratch.drain(..) {
-                        if matches!(e, StreamEvent::ContentBlockDelta(_)) {
-                            if let Some(t) = self.timings.take() {
-                                t.mark_first_token();
-                            }
-                        }
-                        self.queue.push_back(Ok(e));
-                    }
-                    if let Err(e) = r {
-                        self.done = true;
-                        self.queue.push_back(Err(e));
-                    } else if self.decoder.is_done() {
-                        self.done = true;
-                    }
-                }
-            }
         }
     }
 }
 
-impl Stream for ChunkEvents {
-    type Item = Result<StreamEvent, AiError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+impl FrameDecoder for OpenAiChunks {
+    fn feed(&mut self, chunk: &[u8], out: &mut Queue) -> bool {
+        self.parser.feed(chunk);
         loop {
-            if let Some(item) = this.queue.pop_front() {
-                return Poll::Ready(Some(item));
-            }
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match this.body.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(mut data) = frame.into_data() {
-                        while data.has_remaining() {
-                            let chunk = data.chunk();
-                            let n = chunk.len();
-                            this.parser.feed(chunk);
-                            data.advance(n);
-                        }
-                    }
-                    this.sleep
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + this.idle);
-                    this.drain_parser();
+            match self.parser.next_event() {
+                None => return false,
+                Some(Err(_)) => {
+                    out.push_back(Err(AiError::new(
+                        ErrorKind::UpstreamUnavailable,
+                        "upstream event stream is invalid",
+                    )));
+                    return true;
                 }
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) if this.decoder.saw_finish() => {
-                    // The answer is whole (a server that never sends `[DONE]`).
-                    this.decoder.finish(&mut this.scratch);
-                    this.queue.extend(this.scratch.drain(..).map(Ok));
-                    this.done = true;
-                }
-                Poll::Ready(Some(Err(_))) => this.fail(
-                    ErrorKind::UpstreamUnavailable,
-                    "upstream connection broke during the stream",
-                ),
-                Poll::Ready(None) => this.fail(
-                    ErrorKind::UpstreamUnavailable,
-                    "upstream stream ended before the answer finished",
-                ),
-                Poll::Pending => {
-                    if this.sleep.as_mut().poll(cx).is_ready() {
-                        this.fail(
-                            ErrorKind::UpstreamTimeout,
-                            "upstream stream went silent past the idle timeout",
-                        );
-                        continue;
+                Some(Ok(ev)) => {
+                    let r = self.decoder.chunk(&ev.data, &mut self.scratch);
+                    out.extend(self.scratch.drain(..).map(Ok));
+                    if let Err(e) = r {
+                        out.push_back(Err(e));
+                        return true;
                     }
-                    return Poll::Pending;
+                    if self.decoder.is_done() {
+                        return true;
+                    }
                 }
             }
         }
+    }
+
+    fn finish(&mut self, out: &mut Queue) -> bool {
+        if !self.decoder.saw_finish() {
+            return false;
+        }
+        // The answer is whole (a server that never sends `[DONE]`).
+        self.decoder.finish(&mut self.scratch);
+        out.extend(self.scratch.drain(..).map(Ok));
+        true
     }
 }
