@@ -125,6 +125,37 @@ fn load(path: Option<&Path>) -> Result<GatewayConfig, String> {
     Ok(config)
 }
 
+/// The upstream that serves Anthropic-model requests (`[upstream] default`, or the one
+/// configured, or the demo), built, and how the startup line names it.
+fn primary(config: &GatewayConfig) -> Result<(Upstream, String), String> {
+    let u = &config.upstream;
+    Ok(match u.primary().map_err(|e| e.to_string())? {
+        Some("anthropic") => {
+            let a = u.anthropic.as_ref().ok_or("no [upstream.anthropic]")?;
+            (
+                BoxCloneService::new(a.build().map_err(|e| e.to_string())?),
+                format!("upstream anthropic at {}", shown_url(&a.base_url)),
+            )
+        }
+        Some("bedrock") => {
+            let b = u.bedrock.as_ref().ok_or("no [upstream.bedrock]")?;
+            let p = b.build().map_err(|e| e.to_string())?;
+            let what = format!("upstream bedrock in {}", p.region());
+            (BoxCloneService::new(p), what)
+        }
+        Some(_) => {
+            let v = u.vertex.as_ref().ok_or("no [upstream.vertex]")?;
+            let p = v.build().map_err(|e| e.to_string())?;
+            let what = format!("upstream vertex at {}", p.models_url());
+            (BoxCloneService::new(p), what)
+        }
+        None => (
+            BoxCloneService::new(DemoProvider::new()),
+            "the built-in demo upstream".to_owned(),
+        ),
+    })
+}
+
 /// Everything the gateway checks before it serves, without serving.
 fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String> {
     let listen = listen.unwrap_or(&config.server.listen);
@@ -141,13 +172,7 @@ fn check(config: &GatewayConfig, listen: Option<&str>) -> Result<String, String>
         }
         None => open.to_owned(),
     };
-    let mut upstream = match &config.upstream.anthropic {
-        Some(a) => {
-            a.build().map_err(|e| e.to_string())?;
-            format!("upstream anthropic at {}", shown_url(&a.base_url))
-        }
-        None => "the built-in demo upstream".to_owned(),
-    };
+    let (_, mut upstream) = primary(config)?;
     if let Some(o) = &config.upstream.openai {
         o.build().map_err(|e| e.to_string())?;
         upstream.push_str(&format!(
@@ -276,21 +301,17 @@ fn init_logging(log: &LogSection) -> Result<Option<Box<dyn std::any::Any>>, Stri
 }
 
 async fn run(config: GatewayConfig, cli: Cli) -> Result<(), String> {
-    let upstream: Upstream = match &config.upstream.anthropic {
-        Some(a) => {
-            let provider = a.build().map_err(|e| e.to_string())?;
-            tracing::info!(base_url = %shown_url(&a.base_url), "forwarding to the Anthropic API");
-            BoxCloneService::new(provider)
-        }
-        None => {
-            let why = match &cli.config {
-                Some(path) => format!("{} has no [upstream.anthropic] section", path.display()),
-                None => "ANTHROPIC_API_KEY is not set".to_owned(),
-            };
-            tracing::warn!("{why}: serving the built-in demo upstream (canned answers)");
-            BoxCloneService::new(DemoProvider::new())
-        }
-    };
+    let (upstream, what) = primary(&config)?;
+    match (&config.upstream.primary(), &cli.config) {
+        (Ok(Some(_)), _) => tracing::info!("forwarding to {what}"),
+        (_, Some(path)) => tracing::warn!(
+            "{} configures no upstream: serving the built-in demo upstream (canned answers)",
+            path.display()
+        ),
+        (_, None) => tracing::warn!(
+            "ANTHROPIC_API_KEY is not set: serving the built-in demo upstream (canned answers)"
+        ),
+    }
     let upstream = match &config.upstream.openai {
         None => upstream,
         Some(o) => {

@@ -39,6 +39,7 @@ use ai_core::MessagesCodecLayer;
 use ai_provider::{AnthropicProvider, anthropic};
 use bytesize::ByteSize;
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -1497,6 +1498,211 @@ pub struct UpstreamSection {
     /// requests of the OpenAI surface (`/v1/chat/completions`). Without it they go to the
     /// Anthropic upstream (or the demo) through the mapping.
     pub openai: Option<OpenAiSection>,
+    /// `[upstream.bedrock]`: Anthropic models on AWS Bedrock.
+    pub bedrock: Option<BedrockSection>,
+    /// `[upstream.vertex]`: Anthropic models on Google Vertex AI.
+    pub vertex: Option<VertexSection>,
+    /// Which of `anthropic`, `bedrock` and `vertex` serves the Anthropic surface (and the
+    /// OpenAI surface without `[upstream.openai]`) when more than one is configured.
+    /// With one, that one; with none, the built-in demo upstream.
+    pub default: Option<String>,
+}
+
+impl UpstreamSection {
+    /// The upstream that serves Anthropic-model requests: `anthropic`, `bedrock`,
+    /// `vertex`, or `None` for the demo. Several configured without `default` is an error.
+    pub fn primary(&self) -> Result<Option<&'static str>, ConfigError> {
+        let configured: Vec<&'static str> = [
+            ("anthropic", self.anthropic.is_some()),
+            ("bedrock", self.bedrock.is_some()),
+            ("vertex", self.vertex.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect();
+        match (&self.default, configured.as_slice()) {
+            (None, []) => Ok(None),
+            (None, [one]) => Ok(Some(one)),
+            (None, _) => Err(ConfigError::plain(format!(
+                "[upstream] configures {}: say which serves requests with \
+                 [upstream] default = \"{}\"",
+                configured.join(", "),
+                configured[0]
+            ))),
+            (Some(d), _) => configured
+                .iter()
+                .find(|n| **n == d.as_str())
+                .copied()
+                .map(Some)
+                .ok_or_else(|| {
+                    ConfigError::plain(format!(
+                        "[upstream] default = \"{d}\" names no configured upstream \
+                         (anthropic, bedrock or vertex)"
+                    ))
+                }),
+        }
+    }
+}
+
+/// `[upstream.bedrock]`: Anthropic models on AWS Bedrock, signed with SigV4.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BedrockSection {
+    /// The AWS region. Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Another endpoint than `https://bedrock-runtime.<region>.amazonaws.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The access key id, as an environment reference. With `secret_access_key`; without
+    /// both, the credentials come from the environment and the shared AWS files.
+    #[serde(default)]
+    pub access_key_id: Option<EnvSecret>,
+    /// The secret access key, as an environment reference.
+    #[serde(default)]
+    pub secret_access_key: Option<EnvSecret>,
+    /// A session token, as an environment reference.
+    #[serde(default)]
+    pub session_token: Option<EnvSecret>,
+    /// The profile of the shared AWS files. Default: `AWS_PROFILE`, then `default`.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Model names as Bedrock knows them: `claude-sonnet-4-5 =
+    /// "us.anthropic.claude-sonnet-4-5-20250929-v1:0"`. Others go as named.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
+    /// Time to establish the TCP connection. Default 10 s.
+    #[serde(default = "default_connect", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time from sending the request to the response headers. Default 10 min.
+    #[serde(default = "default_first_byte", deserialize_with = "duration")]
+    pub first_byte_timeout: Duration,
+    /// Longest silence between frames of a stream. Default 2 min.
+    #[serde(default = "default_idle", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl BedrockSection {
+    /// Builds the provider (its connection pool; nothing is sent). Credentials not given
+    /// in the section are read from the environment and the shared AWS files now.
+    pub fn build(&self) -> Result<ai_provider::BedrockProvider, ConfigError> {
+        let err = |m: String| ConfigError::plain(format!("[upstream.bedrock] {m}"));
+        let profile = self.profile.clone();
+        let env = move |k: &str| match (k, &profile) {
+            ("AWS_PROFILE", Some(p)) => Some(p.clone()),
+            _ => std::env::var(k).ok().filter(|v| !v.is_empty()),
+        };
+        let mut b = ai_provider::BedrockProvider::builder()
+            .connect_timeout(self.connect_timeout)
+            .first_byte_timeout(self.first_byte_timeout)
+            .idle_timeout(self.idle_timeout);
+        match self
+            .region
+            .clone()
+            .or_else(|| ai_provider::bedrock::region_from_env(&env))
+        {
+            Some(r) => b = b.region(r),
+            None => {
+                return Err(err(
+                    "no region: set region, or AWS_REGION, or a region in the AWS profile".into(),
+                ));
+            }
+        }
+        if let Some(e) = &self.endpoint {
+            b = b.endpoint(e.clone());
+        }
+        let secret =
+            |s: &Option<EnvSecret>| s.as_ref().and_then(EnvSecret::value).map(str::to_owned);
+        let credentials = match (secret(&self.access_key_id), secret(&self.secret_access_key)) {
+            (Some(id), Some(key)) => ai_provider::bedrock::Credentials::new(
+                id,
+                key,
+                secret(&self.session_token),
+                None,
+                "gateway-config",
+            ),
+            (None, None) => {
+                ai_provider::bedrock::credentials_from_env(&env).map_err(|e| err(e.to_string()))?
+            }
+            _ => {
+                return Err(err("access_key_id and secret_access_key go together".into()));
+            }
+        };
+        b = b.credentials(credentials);
+        for (m, id) in &self.models {
+            b = b.model(m.clone(), id.clone());
+        }
+        b.build().map_err(|e| err(e.to_string()))
+    }
+}
+
+/// `[upstream.vertex]`: Anthropic models on Google Vertex AI, with a service-account key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct VertexSection {
+    /// The Google Cloud project. Default: the key's `project_id`,
+    /// `ANTHROPIC_VERTEX_PROJECT_ID`, `GOOGLE_CLOUD_PROJECT`.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The region (`us-east5`, `europe-west1`, `global`). Default `CLOUD_ML_REGION`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Another base URL than `https://<region>-aiplatform.googleapis.com/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The service-account key file. Default `GOOGLE_APPLICATION_CREDENTIALS`.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Another token endpoint than the key's `token_uri`.
+    #[serde(default)]
+    pub token_uri: Option<String>,
+    /// Model names as Vertex knows them: `claude-sonnet-4-5 = "claude-sonnet-4-5@20250929"`.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
+    /// Time to establish the TCP connection. Default 10 s.
+    #[serde(default = "default_connect", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time from sending the request to the response headers. Default 10 min.
+    #[serde(default = "default_first_byte", deserialize_with = "duration")]
+    pub first_byte_timeout: Duration,
+    /// Longest silence between chunks of a stream. Default 2 min.
+    #[serde(default = "default_idle", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl VertexSection {
+    /// Builds the provider (reads the key; no token is fetched yet).
+    pub fn build(&self) -> Result<ai_provider::VertexProvider, ConfigError> {
+        let err = |m: String| ConfigError::plain(format!("[upstream.vertex] {m}"));
+        let mut b = ai_provider::VertexProvider::builder()
+            .connect_timeout(self.connect_timeout)
+            .first_byte_timeout(self.first_byte_timeout)
+            .idle_timeout(self.idle_timeout);
+        if let Some(f) = &self.credentials_file {
+            b = b.service_account(
+                ai_provider::vertex::ServiceAccount::from_file(f)
+                    .map_err(|e| err(e.to_string()))?,
+            );
+        }
+        if let Some(p) = &self.project {
+            b = b.project(p.clone());
+        }
+        if let Some(r) = &self.region {
+            b = b.region(r.clone());
+        }
+        if let Some(u) = &self.base_url {
+            b = b.base_url(u.clone());
+        }
+        if let Some(u) = &self.token_uri {
+            b = b.token_uri(u.clone());
+        }
+        for (m, id) in &self.models {
+            b = b.model(m.clone(), id.clone());
+        }
+        b.build().map_err(|e| err(e.to_string()))
+    }
 }
 
 /// `[upstream.openai]`: OpenAI Chat Completions, or a self-hosted OpenAI-compatible server
@@ -1835,6 +2041,18 @@ impl GatewayConfig {
         if let Some(a) = &mut config.upstream.anthropic {
             resolve(&mut a.api_key, origin, text, &env)?;
         }
+        if let Some(b) = &mut config.upstream.bedrock {
+            for k in [
+                &mut b.access_key_id,
+                &mut b.secret_access_key,
+                &mut b.session_token,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                resolve(k, origin, text, &env)?;
+            }
+        }
         if let Some(k) = &mut config.audit.signing_key {
             resolve(k, origin, text, &env)?;
         }
@@ -1977,6 +2195,8 @@ mod tests {
         match name {
             "ANTHROPIC_API_KEY" => Some("sk-ant-from-env".to_owned()),
             "OPENAI_API_KEY" => Some("sk-openai-from-env".to_owned()),
+            "TEST_AWS_KEY_ID" => Some("AKIDEXAMPLE".to_owned()),
+            "TEST_AWS_SECRET" => Some("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned()),
             "GATEWAY_KEY_PEPPER" => Some("a pepper for the tests".to_owned()),
             "GATEWAY_USER_PSEUDONYM_KEY" => Some("a pseudonym key for the tests".to_owned()),
             "AUDIT_SIGNING_KEY" => Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned()),
@@ -2324,6 +2544,90 @@ mod tests {
             err("[upstream.openai]\napi_key = \"sk-pasted\"\n").contains("secrets are not written")
         );
         assert!(err("[upstream.openai]\ntimeout = \"1s\"\n").contains("unknown field"));
+    }
+
+    #[test]
+    fn bedrock_and_vertex_sections_and_the_default_upstream() {
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/vertex/test_service_account.json"
+        );
+        let text = format!(
+            "[upstream.bedrock]\nregion = \"us-west-2\"\naccess_key_id = \"${{TEST_AWS_KEY_ID}}\"\n\
+             secret_access_key = \"${{TEST_AWS_SECRET}}\"\n\
+             models = {{ claude-sonnet-4-5 = \"us.anthropic.claude-sonnet-4-5-20250929-v1:0\" }}\n\
+             [upstream.vertex]\nregion = \"us-east5\"\ncredentials_file = \"{key}\"\n\
+             models = {{ claude-sonnet-4-5 = \"claude-sonnet-4-5@20250929\" }}\n"
+        );
+        let c = GatewayConfig::parse(&text, "g.toml", env).expect("parses");
+        let b = c.upstream.bedrock.as_ref().expect("bedrock");
+        assert_eq!(
+            b.access_key_id.as_ref().and_then(EnvSecret::value),
+            Some("AKIDEXAMPLE")
+        );
+        assert_eq!(b.build().expect("builds").region(), "us-west-2");
+        let v = c
+            .upstream
+            .vertex
+            .as_ref()
+            .expect("vertex")
+            .build()
+            .expect("builds");
+        assert_eq!(
+            v.models_url(),
+            "us-east5-aiplatform.googleapis.com/v1/projects/gateway-test-project/locations/us-east5/publishers/anthropic/models"
+        );
+        // Two upstreams for Anthropic models: which one serves must be said.
+        let e = c.upstream.primary().expect_err("ambiguous");
+        assert!(e.to_string().contains("default = \"bedrock\""), "{e}");
+        let c = GatewayConfig::parse(
+            &format!("[upstream]\ndefault = \"vertex\"\n{text}"),
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        assert_eq!(c.upstream.primary().expect("one"), Some("vertex"));
+        let c = GatewayConfig::parse(
+            &format!("[upstream]\ndefault = \"openai\"\n{text}"),
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        assert!(c.upstream.primary().is_err());
+        assert_eq!(
+            GatewayConfig::default().upstream.primary().expect("none"),
+            None
+        );
+        // Half a key pair, a pasted secret, a missing key file: refused, saying which.
+        let half = GatewayConfig::parse(
+            "[upstream.bedrock]\nregion = \"us-east-1\"\naccess_key_id = \"${TEST_AWS_KEY_ID}\"\n",
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        let e = half.upstream.bedrock.expect("b").build().expect_err("half");
+        assert!(e.to_string().contains("go together"), "{e}");
+        assert!(
+            err("[upstream.bedrock]\nsecret_access_key = \"wJalrXUtnFEMI\"\n")
+                .contains("secrets are not written")
+        );
+        let missing = GatewayConfig::parse(
+            "[upstream.vertex]\nregion = \"us-east5\"\ncredentials_file = \"/nonexistent/key.json\"\n",
+            "g.toml",
+            env,
+        )
+        .expect("parses");
+        let e = missing
+            .upstream
+            .vertex
+            .expect("v")
+            .build()
+            .expect_err("no file");
+        assert!(
+            e.to_string()
+                .starts_with("[upstream.vertex] cannot read /nonexistent/key.json"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -191,6 +191,67 @@ async fn check_config_refuses_bad_files_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn bedrock_and_vertex_upstreams_are_checked_and_named() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/vertex/test_service_account.json"
+    );
+    let path = temp_config(
+        "clouds.toml",
+        &format!(
+            "[upstream]\ndefault = \"bedrock\"\n\
+             [upstream.bedrock]\nregion = \"eu-west-3\"\naccess_key_id = \"${{AI_GATEWAY_TEST_AWS_ID}}\"\n\
+             secret_access_key = \"${{AI_GATEWAY_TEST_AWS_SECRET}}\"\n\
+             [upstream.vertex]\nregion = \"europe-west1\"\ncredentials_file = \"{key}\"\n"
+        ),
+    );
+    let env = [
+        ("AI_GATEWAY_TEST_AWS_ID", "AKIDEXAMPLE"),
+        (
+            "AI_GATEWAY_TEST_AWS_SECRET",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        ),
+    ];
+    let out = run(&["--check-config", path.to_str().expect("utf8")], &env).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("upstream bedrock in eu-west-3"), "{stdout}");
+    assert!(
+        !stdout.contains("wJalrXUtnFEMI"),
+        "no secret echoed: {stdout}"
+    );
+    // Without `default`, two upstreams for the same models are an error that says so.
+    let path = temp_config(
+        "clouds-ambiguous.toml",
+        &format!(
+            "[upstream.bedrock]\nregion = \"eu-west-3\"\naccess_key_id = \"${{AI_GATEWAY_TEST_AWS_ID}}\"\n\
+             secret_access_key = \"${{AI_GATEWAY_TEST_AWS_SECRET}}\"\n\
+             [upstream.vertex]\nregion = \"europe-west1\"\ncredentials_file = \"{key}\"\n"
+        ),
+    );
+    let out = run(&["--check-config", path.to_str().expect("utf8")], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("[upstream] default = \"bedrock\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let path = temp_config(
+        "vertex.toml",
+        &format!("[upstream.vertex]\nregion = \"europe-west1\"\ncredentials_file = \"{key}\"\n"),
+    );
+    let out = run(&["--check-config", path.to_str().expect("utf8")], &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "upstream vertex at europe-west1-aiplatform.googleapis.com/v1/projects/gateway-test-project/locations/europe-west1/"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test]
 async fn a_busy_port_names_the_address_and_the_way_out() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();

@@ -14,7 +14,7 @@ use ai_core::{
     AiBody, AiError, CallReport, Endpoint, ErrorKind, MessagesRequest, MessagesResponse, Served,
     StreamEvent, Timings,
 };
-use aws_credential_types::Credentials;
+pub use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
@@ -264,6 +264,11 @@ impl BedrockProvider {
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
         }
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        &self.shared.region
     }
 
     async fn upstream_request(

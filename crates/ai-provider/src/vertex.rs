@@ -357,6 +357,11 @@ impl VertexProvider {
         }
     }
 
+    /// Where the models are: `host/v1/projects/{p}/locations/{r}/publishers/anthropic/models`.
+    pub fn models_url(&self) -> String {
+        format!("{}{}", self.shared.authority, self.shared.prefix)
+    }
+
     /// How many tokens this provider has fetched so far.
     pub fn tokens_fetched(&self) -> u64 {
         self.shared.tokens.fetched.load(Ordering::Relaxed)
