@@ -76,3 +76,41 @@ async fn anthropic_callers_get_anthropic_streams_from_an_openai_upstream() {
     let seen = up.last();
     assert!(seen.uri.path().ends_with("/v1/chat/completions"));
 }
+
+#[tokio::test]
+async fn usage_a_server_did_not_report_is_estimated_and_marked_so_up_to_the_audit_record() {
+    let up = MockUpstream::start().await;
+    let provider = OpenAiProvider::self_hosted(format!("{}/v1", up.url()))
+        .build()
+        .expect("provider");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (audit_layer, _) = audit::layer(dir.path(), Default::default());
+    let gw = serve_service(
+        provider,
+        GatewayOpts {
+            audit: Some(audit_layer),
+            ..GatewayOpts::default()
+        },
+    )
+    .await;
+    // vLLM without usage: the output is estimated and the usage says so.
+    let (status, headers, body) =
+        post_json(gw, messages_body("selfhosted/vllm_stream_no_usage", true)).await;
+    assert_eq!(status, 200);
+    let events = parse_sse(&body);
+    let (_, md) = &events[events.len() - 2];
+    assert_eq!(md["usage"]["estimated"], true, "{md}");
+    let id = headers["request-id"].to_str().expect("ascii").to_owned();
+    let rec = audit::wait_for(dir.path(), &id).await;
+    let upstream = rec.tokens.upstream.expect("upstream tokens");
+    assert!(upstream.estimated);
+    assert!(upstream.output > 0);
+    // OpenAI's recorded stream reports usage: not marked.
+    let (_, headers, body) = post_json(gw, messages_body("replay/stream_text", true)).await;
+    let events = parse_sse(&body);
+    let (_, md) = &events[events.len() - 2];
+    assert!(md["usage"].get("estimated").is_none(), "{md}");
+    let id = headers["request-id"].to_str().expect("ascii").to_owned();
+    let rec = audit::wait_for(dir.path(), &id).await;
+    assert!(!rec.tokens.upstream.expect("upstream tokens").estimated);
+}

@@ -75,3 +75,35 @@ def test_models_in_openai_shape(oai):
     assert models[0].object == "model"
     assert models[0].owned_by == "anthropic"
     assert models[0].created > 1_700_000_000
+
+
+def _keyed_gateway():
+    import os
+
+    url, key = os.environ.get("GATEWAY_AUTH_URL"), os.environ.get("GATEWAY_KEY")
+    if not url or not key:
+        pytest.fail("GATEWAY_AUTH_URL / GATEWAY_KEY are not set: run through `cargo test --test python_sdk`")
+    return url, key
+
+
+def test_a_gateway_key_works_as_the_openai_api_key():
+    url, key = _keyed_gateway()
+    oai = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    done = oai.chat.completions.create(
+        model="replay/message_basic", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
+    )
+    assert done.choices[0].message.content
+
+
+def test_a_wrong_key_is_an_openai_authentication_error():
+    url, _ = _keyed_gateway()
+    oai = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-proj-not-a-gateway-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as exc:
+        oai.chat.completions.create(
+            model="replay/message_basic", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
+        )
+    # OpenAI's error shape, which the SDK reads into .code and .type.
+    assert exc.value.code == "invalid_api_key"
+    assert exc.value.body["message"] == "invalid api key"
+    with pytest.raises(openai.AuthenticationError):
+        oai.models.list()

@@ -180,6 +180,10 @@ pub struct UpstreamTokens {
     pub cache_creation_input: u64,
     /// Input read from the prompt cache.
     pub cache_read_input: u64,
+    /// The counts are the gateway's estimate: the upstream reported none (a self-hosted
+    /// server that sends no usage).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 /// Data categories per part of the request.
@@ -821,6 +825,7 @@ impl RequestFacts {
                 output: u.output_tokens.unwrap_or(0),
                 cache_creation_input: u.cache_creation_input_tokens.unwrap_or(0),
                 cache_read_input: u.cache_read_input_tokens.unwrap_or(0),
+                estimated: u.is_estimated(),
             });
         let served = f.observed.served.take().or_else(|| {
             report

@@ -25,7 +25,9 @@ pub const INVALID_KEY: &str = "invalid api key";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
-    /// Anthropic's JSON error body (`authentication_error`). The default.
+    /// Anthropic's JSON error body (`authentication_error`), or OpenAI's
+    /// (`{"error": {"message", "type", "code": "invalid_api_key"}}`) for OpenAI clients
+    /// ([`ai_core::openai::is_openai_caller`]). The default.
     #[default]
     Anthropic,
     /// `text/plain`, for a plain HTTP service.
@@ -370,7 +372,12 @@ impl Shared {
         }
     }
 
-    fn reject(&self, reason: &'static str, request_id: Option<&HeaderValue>) -> Response<Bytes> {
+    fn reject(
+        &self,
+        reason: &'static str,
+        request_id: Option<&HeaderValue>,
+        openai: bool,
+    ) -> Response<Bytes> {
         tracing::debug!(reason, "request refused by authentication");
         let (message, kind) = match reason {
             "missing_credential" => (
@@ -405,7 +412,14 @@ impl Shared {
                 if let Some(id) = request_id.and_then(|v| v.to_str().ok()) {
                     e = e.with_request_id(id.to_owned());
                 }
-                (e.to_json(), "application/json")
+                if openai {
+                    // An OpenAI client (`/v1/chat/completions`) reads OpenAI's shape.
+                    let body =
+                        serde_json::to_vec(&ai_core::openai::error_body(&e)).unwrap_or_default();
+                    (Bytes::from(body), "application/json")
+                } else {
+                    (e.to_json(), "application/json")
+                }
             }
             Rejection::Grpc => {
                 let code = if kind == ErrorKind::Permission {
@@ -473,10 +487,11 @@ where
                 }
             }
             Check::Refused(reason) => FutureState::Rejected {
-                resp: Some(
-                    self.shared
-                        .reject(reason, req.headers().get("x-request-id")),
-                ),
+                resp: Some(self.shared.reject(
+                    reason,
+                    req.headers().get("x-request-id"),
+                    ai_core::openai::is_openai_caller(&req),
+                )),
             },
             Check::Fetch(token, jwt) => {
                 // The ready inner service goes with the request; a clone stays.
@@ -564,7 +579,11 @@ where
                             }
                         }
                         Err(reason) => FutureState::Rejected {
-                            resp: Some(shared.reject(reason, req.headers().get("x-request-id"))),
+                            resp: Some(shared.reject(
+                                reason,
+                                req.headers().get("x-request-id"),
+                                ai_core::openai::is_openai_caller(&req),
+                            )),
                         },
                     }
                 }

@@ -809,9 +809,13 @@ impl ChunkDecoder {
         }
         self.done = true;
         self.close(out);
-        let usage = self.usage.clone().unwrap_or(Usage {
-            output_tokens: Some(self.streamed.div_ceil(4)),
-            ..Default::default()
+        let usage = self.usage.clone().unwrap_or_else(|| {
+            let mut u = Usage {
+                output_tokens: Some(self.streamed.div_ceil(4)),
+                ..Default::default()
+            };
+            u.mark_estimated();
+            u
         });
         out.push(StreamEvent::MessageDelta(MessageDeltaEvent {
             delta: MessageDeltaBody {
@@ -888,6 +892,17 @@ pub fn to_chat_completion(m: &MessagesResponse, created: u64) -> Value {
         }],
         "usage": openai_usage(&m.usage),
     })
+}
+
+/// Whether a request comes from an OpenAI client, and so gets OpenAI-shaped answers and
+/// errors: `/v1/chat/completions` is OpenAI's; `/v1/models` is shared, and the Anthropic
+/// SDKs send `anthropic-version` (and an `x-api-key`), the OpenAI SDKs neither.
+pub fn is_openai_caller<B>(req: &http::Request<B>) -> bool {
+    let path = req.uri().path();
+    path == "/v1/chat/completions"
+        || ((path == "/v1/models" || path.starts_with("/v1/models/"))
+            && !req.headers().contains_key("anthropic-version")
+            && !req.headers().contains_key("x-api-key"))
 }
 
 /// The OpenAI error body and `type` for an [`AiError`] (the status stays the error's).
@@ -1294,6 +1309,14 @@ mod tests {
         let md = serde_json::to_value(&out[out.len() - 2]).expect("json");
         assert_eq!(md["delta"]["stop_reason"], "max_tokens");
         assert_eq!(md["usage"]["output_tokens"], 3);
+        // Marked, for the client and the audit record.
+        assert_eq!(md["usage"]["estimated"], true);
+        let StreamEvent::MessageDelta(m) = &out[out.len() - 2] else {
+            panic!("message_delta")
+        };
+        assert!(m.usage.as_ref().is_some_and(Usage::is_estimated));
+        // Reported usage is not marked.
+        assert!(!Usage::default().is_estimated());
     }
 
     #[test]

@@ -526,15 +526,9 @@ enum Shape {
 }
 
 impl Shape {
-    /// `/v1/chat/completions` is OpenAI's. `/v1/models` is shared: the Anthropic SDKs
-    /// send `anthropic-version` (and an `x-api-key`), the OpenAI SDKs neither.
+    /// OpenAI's for [`is_openai_caller`](crate::openai::is_openai_caller).
     fn of<B>(req: &Request<B>) -> Shape {
-        let path = req.uri().path();
-        let openai = path == "/v1/chat/completions"
-            || ((path == "/v1/models" || path.starts_with("/v1/models/"))
-                && !req.headers().contains_key("anthropic-version")
-                && !req.headers().contains_key("x-api-key"));
-        if openai {
+        if crate::openai::is_openai_caller(req) {
             Shape::OpenAi {
                 include_usage: false,
             }

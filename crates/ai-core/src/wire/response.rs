@@ -22,6 +22,9 @@ wire_struct! {
     }
 }
 
+/// The usage field that marks estimated counts.
+const ESTIMATED: &str = "estimated";
+
 impl Usage {
     /// Folds a later report into this one: present fields overwrite, as the SDKs do with
     /// `message_delta` usage (its counts are cumulative).
@@ -56,6 +59,19 @@ impl Usage {
     /// Output tokens, 0 when unknown.
     pub fn output(&self) -> u64 {
         self.output_tokens.unwrap_or(0)
+    }
+
+    /// Marks these counts as the gateway's estimate (an upstream that reported none, like
+    /// a self-hosted server without usage): `"estimated": true` travels with the usage to
+    /// the client and into the audit record.
+    pub fn mark_estimated(&mut self) {
+        self.extra
+            .insert(ESTIMATED, RawJson::from_value(&true.into()));
+    }
+
+    /// Whether these counts are the gateway's estimate ([`Usage::mark_estimated`]).
+    pub fn is_estimated(&self) -> bool {
+        self.extra.get(ESTIMATED).is_some_and(|v| v.get() == "true")
     }
 }
 
