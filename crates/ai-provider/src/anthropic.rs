@@ -1,13 +1,12 @@
 //! [`AnthropicProvider`]: the canonical request to `api.anthropic.com` (or any base URL)
 //! over one pooled hyper-util client.
 
-use crate::upstream::{Call, retry_after};
+use crate::upstream::{
+    Call, Connection, connection_setters, provider_service, retry_after, whole_answer,
+};
 use ai_core::sse::BodyEvents;
 use ai_core::wire::ErrorEvent;
-use ai_core::{
-    AiBody, AiError, CallReport, Endpoint, ErrorKind, MessagesRequest, MessagesResponse, Served,
-    Timings,
-};
+use ai_core::{AiBody, AiError, CallReport, Endpoint, ErrorKind, MessagesRequest, Served, Timings};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -22,7 +21,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tower::Service;
 use tower_http::decompression::{Decompression, DecompressionBody};
 
 /// Default `anthropic-version`, sent when the caller sent none.
@@ -58,12 +56,7 @@ pub struct AnthropicBuilder {
     base_url: String,
     api_key: Option<String>,
     version: String,
-    connect_timeout: Duration,
-    first_byte_timeout: Duration,
-    idle_timeout: Duration,
-    pool_idle_timeout: Duration,
-    max_body: usize,
-    extra_roots: Vec<Vec<u8>>,
+    conn: Connection,
 }
 
 impl fmt::Debug for AnthropicBuilder {
@@ -72,14 +65,14 @@ impl fmt::Debug for AnthropicBuilder {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("version", &self.version)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("first_byte_timeout", &self.first_byte_timeout)
-            .field("idle_timeout", &self.idle_timeout)
+            .field("connection", &self.conn)
             .finish_non_exhaustive()
     }
 }
 
 impl AnthropicBuilder {
+    connection_setters!();
+
     /// Base URL, with or without a path prefix. Default `https://api.anthropic.com`.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into();
@@ -95,48 +88,6 @@ impl AnthropicBuilder {
     /// `anthropic-version` sent when the caller sent none. Default `2023-06-01`.
     pub fn default_version(mut self, v: impl Into<String>) -> Self {
         self.version = v.into();
-        self
-    }
-
-    /// Time to establish the TCP connection. Default 10 seconds. (The TLS handshake
-    /// that follows counts against the first-byte timeout.)
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Time from sending the request to the response headers. A non-streaming request
-    /// only gets headers once the whole answer is generated, so this is long by default:
-    /// 600 seconds (the SDKs' own default).
-    pub fn first_byte_timeout(mut self, d: Duration) -> Self {
-        self.first_byte_timeout = d;
-        self
-    }
-
-    /// Longest silence allowed between chunks of a streamed response (the API sends
-    /// `ping` events to keep a stream alive); a non-streaming body, which follows its
-    /// headers at once, must arrive whole within it. Default 120 seconds.
-    pub fn idle_timeout(mut self, d: Duration) -> Self {
-        self.idle_timeout = d;
-        self
-    }
-
-    /// How long an idle pooled connection is kept. Default 90 seconds.
-    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
-        self.pool_idle_timeout = d;
-        self
-    }
-
-    /// Largest non-streaming response body read from the upstream. Default 64 MiB.
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
-    }
-
-    /// Trusts one more root certificate (DER), besides the bundled webpki roots: for a
-    /// corporate TLS proxy or a private endpoint. May be called several times.
-    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
-        self.extra_roots.push(der.into());
         self
     }
 
@@ -164,11 +115,7 @@ impl AnthropicBuilder {
             .cloned()
             .ok_or_else(|| ConfigError("the base url needs a host".into()))?;
         let prefix = base.path().trim_end_matches('/').to_owned();
-        let client = https_client(
-            self.connect_timeout,
-            self.pool_idle_timeout,
-            self.extra_roots,
-        )?;
+        let client = self.conn.client()?;
         Ok(AnthropicProvider {
             shared: Arc::new(Shared {
                 name: Arc::from("anthropic"),
@@ -177,9 +124,9 @@ impl AnthropicBuilder {
                 prefix,
                 api_key,
                 version,
-                first_byte_timeout: self.first_byte_timeout,
-                idle_timeout: self.idle_timeout,
-                max_body: self.max_body,
+                first_byte_timeout: self.conn.first_byte_timeout,
+                idle_timeout: self.conn.idle_timeout,
+                max_body: self.conn.max_body,
             }),
             client,
         })
@@ -286,12 +233,7 @@ impl AnthropicProvider {
             base_url: DEFAULT_BASE_URL.to_owned(),
             api_key: None,
             version: DEFAULT_VERSION.to_owned(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
-            max_body: DEFAULT_MAX_BODY,
-            extra_roots: Vec::new(),
+            conn: Connection::default(),
         }
     }
 
@@ -420,31 +362,7 @@ impl AnthropicProvider {
             Response::new(AiBody::from_events(events))
         } else {
             let bytes = read_limited(body, s.max_body, s.idle_timeout).await?;
-            let body = match endpoint {
-                Endpoint::Messages => {
-                    let message = AiBody::from(
-                        serde_json::from_slice::<MessagesResponse>(&bytes).map_err(|_| {
-                            AiError::new(
-                                ErrorKind::UpstreamUnavailable,
-                                "upstream returned an invalid message",
-                            )
-                        })?,
-                    );
-                    // A whole message answered to a stream request: the caller gets the
-                    // events it asked for.
-                    if req.body().is_stream() {
-                        message.into_stream()
-                    } else {
-                        message
-                    }
-                }
-                _ => AiBody::Json(serde_json::from_slice(&bytes).map_err(|_| {
-                    AiError::new(
-                        ErrorKind::UpstreamUnavailable,
-                        "upstream returned invalid json",
-                    )
-                })?),
-            };
+            let body = whole_answer(&bytes, &endpoint, req.body().is_stream())?;
             Response::new(body)
         };
         *out.status_mut() = parts.status;
@@ -591,22 +509,7 @@ impl Future for ResponseFuture {
     }
 }
 
-impl Service<Request<MessagesRequest>> for AnthropicProvider {
-    type Response = Response<AiBody>;
-    type Error = AiError;
-    type Future = ResponseFuture;
-
-    #[inline]
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), AiError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<MessagesRequest>) -> ResponseFuture {
-        ResponseFuture {
-            inner: Box::pin(self.clone().send(req)),
-        }
-    }
-}
+provider_service!(AnthropicProvider);
 
 #[cfg(test)]
 mod tests {

@@ -2,17 +2,14 @@
 //! `InvokeModelWithResponseStream`), SigV4-signed with `aws-sigv4`, streams decoded from
 //! the `application/vnd.amazon.eventstream` framing with `aws-smithy-eventstream`.
 
-use crate::anthropic::{
-    ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_BODY, DEFAULT_POOL_IDLE_TIMEOUT, HttpsClient, ResponseFuture, https_client,
-    read_limited,
-};
+use crate::anthropic::{ConfigError, HttpsClient, read_limited};
 use crate::stream::{FrameDecoder, FramedEvents, Queue};
-use crate::upstream::{Call, header_str};
+use crate::upstream::{
+    Call, Connection, connection_setters, header_str, provider_service, whole_answer,
+};
 use crate::{ModelMap, vendor_body};
 use ai_core::{
-    AiBody, AiError, CallReport, Endpoint, ErrorKind, MessagesRequest, MessagesResponse, Served,
-    StreamEvent, Timings,
+    AiBody, AiError, CallReport, Endpoint, ErrorKind, MessagesRequest, Served, StreamEvent, Timings,
 };
 pub use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -31,9 +28,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
-use tower::Service;
 
 /// The `anthropic_version` Bedrock expects in the body.
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
@@ -56,11 +51,7 @@ pub struct BedrockBuilder {
     endpoint: Option<String>,
     credentials: Option<SharedCredentialsProvider>,
     models: ModelMap,
-    connect_timeout: Duration,
-    first_byte_timeout: Duration,
-    idle_timeout: Duration,
-    pool_idle_timeout: Duration,
-    max_body: usize,
+    conn: Connection,
 }
 
 impl fmt::Debug for BedrockBuilder {
@@ -75,6 +66,8 @@ impl fmt::Debug for BedrockBuilder {
 }
 
 impl BedrockBuilder {
+    connection_setters!();
+
     /// The AWS region (`us-east-1`). Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, then
     /// the `region` of the profile in the shared config file.
     pub fn region(mut self, region: impl Into<String>) -> Self {
@@ -116,37 +109,6 @@ impl BedrockBuilder {
         self
     }
 
-    /// Time to establish the TCP connection. Default 10 seconds.
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Time to the response headers. Default 600 seconds.
-    pub fn first_byte_timeout(mut self, d: Duration) -> Self {
-        self.first_byte_timeout = d;
-        self
-    }
-
-    /// Longest silence between stream frames (and time to read a whole answer). Default
-    /// 120 seconds.
-    pub fn idle_timeout(mut self, d: Duration) -> Self {
-        self.idle_timeout = d;
-        self
-    }
-
-    /// Lifetime of an idle pooled connection. Default 90 seconds.
-    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
-        self.pool_idle_timeout = d;
-        self
-    }
-
-    /// Largest (decoded) non-streaming answer. Default 64 MiB.
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
-    }
-
     /// Builds the provider and its connection pool. Without explicit credentials they
     /// are read from the environment and the shared files now ([`credentials_from_env`]),
     /// and their absence is an error.
@@ -183,7 +145,7 @@ impl BedrockBuilder {
                 "the endpoint needs a scheme and a host: {endpoint}"
             )));
         };
-        let client = https_client(self.connect_timeout, self.pool_idle_timeout, Vec::new())?;
+        let client = self.conn.client()?;
         Ok(BedrockProvider {
             shared: Arc::new(Shared {
                 name: Arc::from(self.name),
@@ -193,9 +155,9 @@ impl BedrockBuilder {
                 prefix: base.path().trim_end_matches('/').to_owned(),
                 credentials,
                 models: self.models,
-                first_byte_timeout: self.first_byte_timeout,
-                idle_timeout: self.idle_timeout,
-                max_body: self.max_body,
+                first_byte_timeout: self.conn.first_byte_timeout,
+                idle_timeout: self.conn.idle_timeout,
+                max_body: self.conn.max_body,
             }),
             client,
         })
@@ -258,11 +220,7 @@ impl BedrockProvider {
             endpoint: None,
             credentials: None,
             models: ModelMap::default(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
-            max_body: DEFAULT_MAX_BODY,
+            conn: Connection::default(),
         }
     }
 
@@ -374,19 +332,7 @@ impl BedrockProvider {
             ))
         } else {
             let bytes = read_limited(body, s.max_body, s.idle_timeout).await?;
-            let message = AiBody::from(
-                serde_json::from_slice::<MessagesResponse>(&bytes).map_err(|_| {
-                    AiError::new(
-                        ErrorKind::UpstreamUnavailable,
-                        "upstream returned an invalid message",
-                    )
-                })?,
-            );
-            if req.body().is_stream() {
-                message.into_stream()
-            } else {
-                message
-            }
+            whole_answer(&bytes, &Endpoint::Messages, req.body().is_stream())?
         };
         let mut out = Response::new(body);
         out.extensions_mut().insert(Served {
@@ -398,22 +344,7 @@ impl BedrockProvider {
     }
 }
 
-impl Service<Request<MessagesRequest>> for BedrockProvider {
-    type Response = Response<AiBody>;
-    type Error = AiError;
-    type Future = ResponseFuture;
-
-    #[inline]
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), AiError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<MessagesRequest>) -> ResponseFuture {
-        ResponseFuture {
-            inner: Box::pin(self.clone().send(req)),
-        }
-    }
-}
+provider_service!(BedrockProvider);
 
 /// Signs `req` (whose body is `body`) with SigV4 for the Bedrock runtime in `region` at
 /// `time`: adds `x-amz-date`, `authorization` and, with a session token,

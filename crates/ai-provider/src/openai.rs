@@ -2,13 +2,11 @@
 //! OpenAI-compatible server (vLLM, Ollama, llama.cpp), answers mapped back to canonical
 //! messages and events with [`ai_core::openai`].
 
-use crate::anthropic::{
-    ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_BODY, DEFAULT_POOL_IDLE_TIMEOUT, HttpsClient, ResponseFuture, https_client,
-    read_limited,
-};
+use crate::anthropic::{ConfigError, HttpsClient, read_limited};
 use crate::stream::{FrameDecoder, FramedEvents, Queue};
-use crate::upstream::{Call, header_str, retry_after};
+use crate::upstream::{
+    Call, Connection, connection_setters, header_str, provider_service, retry_after,
+};
 use ai_core::openai::{ChunkDecoder, MaxTokensField, error_from_body, from_chat_completion};
 use ai_core::sse::SseParser;
 use ai_core::{
@@ -20,9 +18,7 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tower::Service;
 
 /// OpenAI's base URL (with its `/v1`, as the OpenAI SDKs take it).
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -34,11 +30,7 @@ pub struct OpenAiBuilder {
     api_key: Option<String>,
     key_required: bool,
     max_tokens: MaxTokensField,
-    connect_timeout: Duration,
-    first_byte_timeout: Duration,
-    idle_timeout: Duration,
-    pool_idle_timeout: Duration,
-    max_body: usize,
+    conn: Connection,
 }
 
 impl fmt::Debug for OpenAiBuilder {
@@ -52,6 +44,8 @@ impl fmt::Debug for OpenAiBuilder {
 }
 
 impl OpenAiBuilder {
+    connection_setters!();
+
     /// The base URL, up to and including `/v1` (`http://localhost:8000/v1`).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into();
@@ -74,36 +68,6 @@ impl OpenAiBuilder {
     /// Which field carries the output cap.
     pub fn max_tokens_field(mut self, f: MaxTokensField) -> Self {
         self.max_tokens = f;
-        self
-    }
-
-    /// Time to establish the TCP connection.
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Time to the response headers.
-    pub fn first_byte_timeout(mut self, d: Duration) -> Self {
-        self.first_byte_timeout = d;
-        self
-    }
-
-    /// Longest silence between stream chunks (and time to read a whole answer).
-    pub fn idle_timeout(mut self, d: Duration) -> Self {
-        self.idle_timeout = d;
-        self
-    }
-
-    /// Lifetime of an idle pooled connection.
-    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
-        self.pool_idle_timeout = d;
-        self
-    }
-
-    /// Largest (decoded) non-streaming answer.
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
         self
     }
 
@@ -132,7 +96,7 @@ impl OpenAiBuilder {
                 self.base_url
             )));
         };
-        let client = https_client(self.connect_timeout, self.pool_idle_timeout, Vec::new())?;
+        let client = self.conn.client()?;
         Ok(OpenAiProvider {
             shared: Arc::new(Shared {
                 name: Arc::from(self.name),
@@ -141,9 +105,9 @@ impl OpenAiBuilder {
                 prefix: base.path().trim_end_matches('/').to_owned(),
                 auth,
                 max_tokens: self.max_tokens,
-                first_byte_timeout: self.first_byte_timeout,
-                idle_timeout: self.idle_timeout,
-                max_body: self.max_body,
+                first_byte_timeout: self.conn.first_byte_timeout,
+                idle_timeout: self.conn.idle_timeout,
+                max_body: self.conn.max_body,
             }),
             client,
         })
@@ -199,11 +163,7 @@ impl OpenAiProvider {
             api_key: None,
             key_required: true,
             max_tokens: MaxTokensField::MaxCompletionTokens,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
-            max_body: DEFAULT_MAX_BODY,
+            conn: Connection::default(),
         }
     }
 
@@ -334,22 +294,7 @@ impl OpenAiProvider {
     }
 }
 
-impl Service<Request<MessagesRequest>> for OpenAiProvider {
-    type Response = Response<AiBody>;
-    type Error = AiError;
-    type Future = ResponseFuture;
-
-    #[inline]
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), AiError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<MessagesRequest>) -> ResponseFuture {
-        ResponseFuture {
-            inner: Box::pin(self.clone().send(req)),
-        }
-    }
-}
+provider_service!(OpenAiProvider);
 
 /// OpenAI's server-sent chunks decoded into canonical events.
 pub(crate) struct OpenAiChunks {

@@ -2,19 +2,14 @@
 //! `streamRawPredict`), authorized by OAuth2 access tokens the provider gets from a
 //! service-account key (the JWT bearer grant) and keeps fresh in the background.
 
-use crate::anthropic::{
-    ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_BODY, DEFAULT_POOL_IDLE_TIMEOUT, HttpsClient, ResponseFuture, https_client,
-    read_limited,
+use crate::anthropic::{ConfigError, HttpsClient, read_limited};
+use crate::upstream::{
+    Call, Connection, connection_setters, header_str, provider_service, retry_after, whole_answer,
 };
-use crate::upstream::{Call, header_str, retry_after};
 use crate::{ModelMap, vendor_body};
 use ai_core::sse::BodyEvents;
 use ai_core::wire::ErrorEvent;
-use ai_core::{
-    AiBody, AiError, CallReport, Endpoint, ErrorKind, MessagesRequest, MessagesResponse, Served,
-    Timings,
-};
+use ai_core::{AiBody, AiError, CallReport, Endpoint, ErrorKind, MessagesRequest, Served, Timings};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -24,9 +19,8 @@ use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
 /// The `anthropic_version` Vertex expects in the body.
 pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
@@ -118,11 +112,7 @@ pub struct VertexBuilder {
     account: Option<ServiceAccount>,
     token_uri: Option<String>,
     models: ModelMap,
-    connect_timeout: Duration,
-    first_byte_timeout: Duration,
-    idle_timeout: Duration,
-    pool_idle_timeout: Duration,
-    max_body: usize,
+    conn: Connection,
 }
 
 impl fmt::Debug for VertexBuilder {
@@ -137,6 +127,8 @@ impl fmt::Debug for VertexBuilder {
 }
 
 impl VertexBuilder {
+    connection_setters!();
+
     /// The Google Cloud project. Default: the key's `project_id`, or
     /// `ANTHROPIC_VERTEX_PROJECT_ID`, or `GOOGLE_CLOUD_PROJECT`.
     pub fn project(mut self, project: impl Into<String>) -> Self {
@@ -179,37 +171,6 @@ impl VertexBuilder {
     /// The provider's name in `Served`, audit records and metrics. Default `vertex`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
-        self
-    }
-
-    /// Time to establish the TCP connection. Default 10 seconds.
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Time to the response headers. Default 600 seconds.
-    pub fn first_byte_timeout(mut self, d: Duration) -> Self {
-        self.first_byte_timeout = d;
-        self
-    }
-
-    /// Longest silence between stream chunks (and time to read a whole answer). Default
-    /// 120 seconds.
-    pub fn idle_timeout(mut self, d: Duration) -> Self {
-        self.idle_timeout = d;
-        self
-    }
-
-    /// Lifetime of an idle pooled connection. Default 90 seconds.
-    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
-        self.pool_idle_timeout = d;
-        self
-    }
-
-    /// Largest (decoded) non-streaming answer. Default 64 MiB.
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
         self
     }
 
@@ -271,7 +232,7 @@ impl VertexBuilder {
             .unwrap_or(&account.token_uri)
             .parse()
             .map_err(|_| ConfigError("invalid token uri".into()))?;
-        let client = https_client(self.connect_timeout, self.pool_idle_timeout, Vec::new())?;
+        let client = self.conn.client()?;
         let prefix = format!(
             "{}/projects/{project}/locations/{region}/publishers/anthropic/models",
             base.path().trim_end_matches('/')
@@ -284,9 +245,9 @@ impl VertexBuilder {
                 prefix,
                 tokens: Arc::new(TokenCache::new(account, token_uri, client.clone())),
                 models: self.models,
-                first_byte_timeout: self.first_byte_timeout,
-                idle_timeout: self.idle_timeout,
-                max_body: self.max_body,
+                first_byte_timeout: self.conn.first_byte_timeout,
+                idle_timeout: self.conn.idle_timeout,
+                max_body: self.conn.max_body,
             }),
             client,
         })
@@ -349,11 +310,7 @@ impl VertexProvider {
             account: None,
             token_uri: None,
             models: ModelMap::default(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
-            max_body: DEFAULT_MAX_BODY,
+            conn: Connection::default(),
         }
     }
 
@@ -494,24 +451,7 @@ impl VertexProvider {
             AiBody::from_events(BodyEvents::new(body, s.idle_timeout).with_timings(timings))
         } else {
             let bytes = read_limited(body, s.max_body, s.idle_timeout).await?;
-            let invalid = || {
-                AiError::new(
-                    ErrorKind::UpstreamUnavailable,
-                    "upstream returned an invalid message",
-                )
-            };
-            if endpoint == Endpoint::Messages {
-                let message = AiBody::from(
-                    serde_json::from_slice::<MessagesResponse>(&bytes).map_err(|_| invalid())?,
-                );
-                if req.body().is_stream() {
-                    message.into_stream()
-                } else {
-                    message
-                }
-            } else {
-                AiBody::Json(serde_json::from_slice(&bytes).map_err(|_| invalid())?)
-            }
+            whole_answer(&bytes, &endpoint, req.body().is_stream())?
         };
         let mut out = Response::new(body);
         out.extensions_mut().insert(Served {
@@ -523,22 +463,7 @@ impl VertexProvider {
     }
 }
 
-impl Service<Request<MessagesRequest>> for VertexProvider {
-    type Response = Response<AiBody>;
-    type Error = AiError;
-    type Future = ResponseFuture;
-
-    #[inline]
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), AiError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<MessagesRequest>) -> ResponseFuture {
-        ResponseFuture {
-            inner: Box::pin(self.clone().send(req)),
-        }
-    }
-}
+provider_service!(VertexProvider);
 
 /// An error answer from Vertex: Anthropic's envelope when the model answered, Google's
 /// (`{"error": {"code", "message", "status"}}`, or a list of them) when the platform did.
