@@ -133,7 +133,8 @@ async fn the_layer_guards_a_plain_axum_router_with_plain_text() {
 async fn a_jwt_of_a_configured_issuer_gets_through_the_gateway() {
     use jsonwebtoken::{EncodingKey, Header, encode};
     let keys_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/ai-auth/tests/keys");
-    let dir = std::env::temp_dir().join(format!("ai-gateway-auth-jwt-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ai-gateway-auth-jwt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("keys.toml"), "").expect("keys");
     let toml = format!(

@@ -37,7 +37,8 @@ fn gateway_bin() -> PathBuf {
 fn work_dir() -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("ai-gateway-cli-{}-run{n}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ai-gateway-cli-{}-run{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
     dir
 }
@@ -77,7 +78,8 @@ fn text(b: &[u8]) -> String {
 }
 
 fn temp_config(name: &str, body: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ai-gateway-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ai-gateway-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
     std::fs::write(&path, body).expect("write config");
@@ -730,7 +732,8 @@ async fn admin_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value 
 
 #[tokio::test]
 async fn the_budget_section_prices_calls_and_its_spend_survives_a_restart() {
-    let state = std::env::temp_dir().join(format!("ai-gateway-budget-{}.json", std::process::id()));
+    let state = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ai-gateway-budget-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&state);
     let config = temp_config(
         "budget.toml",

@@ -260,7 +260,9 @@ mod tests {
     const HASH: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
     fn file(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ai-auth-store-{}", std::process::id()));
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/tmp")
+            .join(format!("ai-auth-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let p = dir.join(name);
         std::fs::write(&p, text).expect("write");

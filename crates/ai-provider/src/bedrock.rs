@@ -742,7 +742,9 @@ mod tests {
 
     #[test]
     fn credentials_come_from_the_environment_then_the_profile() {
-        let dir = std::env::temp_dir().join(format!("ai-provider-aws-{}", std::process::id()));
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/tmp")
+            .join(format!("ai-provider-aws-{}", std::process::id()));
         std::fs::create_dir_all(dir.join(".aws")).expect("dir");
         std::fs::write(
             dir.join(".aws/credentials"),
