@@ -74,6 +74,9 @@ cargo check --locked --quiet --no-default-features --features redact
 cargo check --locked --quiet -p ai-sse-inspect
 cargo check --locked --quiet --no-default-features --features inspect
 cargo check --locked --quiet -p ai-auth
+cargo check --locked --quiet -p ai-provider
+cargo check --locked --quiet -p ai-provider --features bedrock
+cargo check --locked --quiet -p ai-provider --features vertex
 cargo check --locked --quiet -p ai-core --no-default-features
 cargo check --locked --quiet -p ai-core --features test-util
 
