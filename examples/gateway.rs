@@ -268,6 +268,9 @@ fn log_filter(log: &LogSection) -> Result<tracing_subscriber::EnvFilter, String>
     if !log.access_log {
         directives.push_str(",ai_gateway::access=off");
     }
+    // aws-sigv4 traces the canonical request it signs, session token included: never
+    // logged, whatever the level asked for.
+    directives.push_str(",aws_sigv4=off");
     tracing_subscriber::EnvFilter::try_new(&directives)
         .map_err(|e| format!("{origin}: \"{directives}\" is not a log filter: {e}"))
 }
